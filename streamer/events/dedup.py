@@ -1,0 +1,239 @@
+"""Event-time de-duplication by ``event_id`` (DESIGN §2, §6).
+
+A duplicate is a repeat of a producer-assigned ``event_id``: identical content without
+an id is a real repeat and is never dropped. Restarts never re-apply events (that is
+the stored offsets' job); this class catches producers that send the same event twice
+(retries, replays of a source file).
+
+Semantics, per partition (a duplicate has the original's key, ``user_id``, hence its
+partition; the same id on two partitions is *not* a duplicate):
+
+* the partition's **watermark** is the largest event time checked on it so far;
+* an id first seen at event time ``t0`` is *remembered* while
+  ``watermark - t0 <= window_s``, then evicted;
+* a later event with the same id is a duplicate iff the id is remembered and
+  ``event.ts - t0 <= window_s``. A duplicate does not refresh ``t0``.
+
+Eviction depends only on the event sequence (never the wall clock), so replaying a
+partition gives the same verdicts; memory is bounded by the number of distinct ids
+whose first sighting lies within ``window_s`` of each partition's watermark.
+
+The state is part of the exactly-once flush (DESIGN §6): :meth:`Deduplicator.state_changes`
+returns the records changed since the last call, to be written in the same RocksDB
+``WriteBatch`` as the offsets, and :meth:`Deduplicator.load_state_records` rebuilds
+the state from every stored record.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import struct
+from collections.abc import Iterable
+from typing import Final
+
+from streamer.errors import ConfigError, StateError
+from streamer.events.schema import EngagementEvent
+
+DEFAULT_KEY_PREFIX: Final = b"dedup/"
+
+_F64 = struct.Struct(">d")
+_ID_TAG: Final = b"/e/"
+_WM_TAG: Final = b"/w"
+
+
+class Deduplicator:
+    """Flag repeats of an ``event_id`` within an event-time window, per partition.
+
+    Parameters
+    ----------
+    window_s
+        Window in event seconds (finite, >= 0).
+    key_prefix
+        Prefix of the state record keys (default ``b"dedup/"``). Record keys are
+        ``<prefix><partition>/e/<event_id UTF-8>`` (value: ``t0`` as big-endian float64)
+        and ``<prefix><partition>/w`` (value: the watermark, big-endian float64).
+
+    Raises
+    ------
+    ConfigError
+        If ``window_s`` is negative or not finite, or ``key_prefix`` is empty.
+
+    Notes
+    -----
+    Not thread-safe: one instance belongs to one worker loop.
+
+    Examples
+    --------
+    >>> d = Deduplicator(window_s=60.0)
+    >>> ev = EngagementEvent("u1", "i1", "click", 100.0, event_id="e1")
+    >>> d.check(ev, partition=0), d.check(ev, partition=0), d.check(ev, partition=1)
+    (False, True, False)
+    >>> sorted(d.state_changes())
+    [b'dedup/0/e/e1', b'dedup/0/w', b'dedup/1/e/e1', b'dedup/1/w']
+    """
+
+    def __init__(self, window_s: float, *, key_prefix: bytes = DEFAULT_KEY_PREFIX) -> None:
+        ok = isinstance(window_s, int | float) and not isinstance(window_s, bool)
+        if not ok or not math.isfinite(window_s) or window_s < 0:
+            msg = f"window_s must be a finite number of seconds >= 0, got {window_s!r}"
+            raise ConfigError(msg)
+        if not isinstance(key_prefix, bytes) or not key_prefix:
+            msg = f"key_prefix must be non-empty bytes, got {key_prefix!r}"
+            raise ConfigError(msg)
+        self.window_s = float(window_s)
+        self.key_prefix = key_prefix
+        self._seen: dict[int, dict[str, float]] = {}
+        self._heaps: dict[int, list[tuple[float, str]]] = {}
+        self._watermark: dict[int, float] = {}
+        self._dirty_ids: dict[int, set[str]] = {}
+        self._dirty_wm: set[int] = set()
+
+    # ------------------------------------------------------------------ hot path
+    def check(self, event: EngagementEvent, partition: int) -> bool:
+        """Return True if ``event`` repeats a remembered ``event_id``; else remember it.
+
+        Every call advances the partition's watermark to ``max(watermark, event.ts)``
+        and evicts ids that fell out of the window, including calls for events without
+        an ``event_id`` (which are never duplicates).
+
+        Parameters
+        ----------
+        event
+            A decoded event; ``event.ts`` in event seconds.
+        partition
+            Source partition of the event.
+
+        Returns
+        -------
+        bool
+            True for a duplicate (drop it), False otherwise.
+        """
+        ts = event.ts
+        wm = self._watermark.get(partition)
+        if wm is None or ts > wm:
+            self._watermark[partition] = wm = ts
+            self._dirty_wm.add(partition)
+            self._evict(partition, wm)
+        event_id = event.event_id
+        if event_id is None:
+            return False
+        seen = self._seen.get(partition)
+        if seen is None:
+            seen = self._seen[partition] = {}
+            self._heaps[partition] = []
+            self._dirty_ids[partition] = set()
+        t0 = seen.get(event_id)
+        if t0 is not None and ts - t0 <= self.window_s:
+            return True
+        if t0 is not None:  # remembered but out of window: cannot happen with ts <= wm
+            self._forget(partition, event_id)
+        if wm - ts > self.window_s:  # already outside the window: nothing to remember
+            return False
+        seen[event_id] = ts
+        heapq.heappush(self._heaps[partition], (ts, event_id))
+        self._dirty_ids[partition].add(event_id)
+        return False
+
+    def _evict(self, partition: int, wm: float) -> None:
+        heap = self._heaps.get(partition)
+        if not heap:
+            return
+        horizon = wm - self.window_s
+        seen = self._seen[partition]
+        dirty = self._dirty_ids[partition]
+        while heap and heap[0][0] < horizon:
+            t0, event_id = heapq.heappop(heap)
+            if seen.get(event_id) == t0:
+                del seen[event_id]
+                dirty.add(event_id)
+
+    def _forget(self, partition: int, event_id: str) -> None:
+        del self._seen[partition][event_id]
+        self._dirty_ids[partition].add(event_id)
+        # the heap entry becomes stale; _evict skips entries whose t0 no longer matches
+
+    # ------------------------------------------------------------------ inspection
+    def __len__(self) -> int:
+        """Return the number of remembered ids over all partitions."""
+        return sum(len(s) for s in self._seen.values())
+
+    def watermark(self, partition: int) -> float | None:
+        """Return the partition's watermark (event seconds), or None if it saw no event."""
+        return self._watermark.get(partition)
+
+    def state_dict(self) -> dict[int, dict[str, object]]:
+        """Return ``{partition: {"watermark": float, "ids": {event_id: t0}}}`` (a copy)."""
+        parts = set(self._watermark) | set(self._seen)
+        return {
+            p: {"watermark": self._watermark.get(p), "ids": dict(self._seen.get(p, {}))}
+            for p in sorted(parts)
+        }
+
+    # ------------------------------------------------------------------ persistence
+    def state_changes(self) -> dict[bytes, bytes | None]:
+        """Return the state records changed since the last call, and reset the change set.
+
+        Returns
+        -------
+        dict of bytes to bytes or None
+            Remembered ids map to their ``t0`` (big-endian float64); evicted ids map to
+            ``None`` (delete); each touched partition's watermark record is included.
+        """
+        out: dict[bytes, bytes | None] = {}
+        prefix = self.key_prefix
+        for partition, ids in self._dirty_ids.items():
+            if not ids:
+                continue
+            seen = self._seen[partition]
+            base = prefix + str(partition).encode("ascii") + _ID_TAG
+            for event_id in ids:
+                t0 = seen.get(event_id)
+                out[base + event_id.encode("utf-8")] = None if t0 is None else _F64.pack(t0)
+            ids.clear()
+        for partition in self._dirty_wm:
+            key = prefix + str(partition).encode("ascii") + _WM_TAG
+            out[key] = _F64.pack(self._watermark[partition])
+        self._dirty_wm.clear()
+        return out
+
+    def load_state_records(self, records: Iterable[tuple[bytes, bytes]]) -> None:
+        """Replace the state with the one described by stored records.
+
+        Records whose key does not start with ``key_prefix`` are ignored, so the
+        runtime may pass every record of a shared column family.
+
+        Raises
+        ------
+        StateError
+            If a record under ``key_prefix`` is malformed (wrong key layout or value
+            length), which means the store holds another version's data.
+        """
+        seen: dict[int, dict[str, float]] = {}
+        wms: dict[int, float] = {}
+        prefix = self.key_prefix
+        for key, value in records:
+            if not key.startswith(prefix):
+                continue
+            try:
+                part_txt, sep, rest = key[len(prefix):].partition(b"/")
+                partition = int(part_txt.decode("ascii"))
+                (number,) = _F64.unpack(value)
+                if sep and rest == b"w":
+                    wms[partition] = number
+                elif sep and rest.startswith(b"e/"):
+                    seen.setdefault(partition, {})[rest[2:].decode("utf-8")] = number
+                else:
+                    raise ValueError("unknown record kind")  # noqa: EM101, TRY301
+            except (ValueError, struct.error, UnicodeDecodeError) as exc:
+                msg = (f"malformed dedup state record {key[:80]!r} -> {value[:16]!r} ({exc}); "
+                       "expected keys <prefix><partition>/e/<id> or /w with float64 values: "
+                       "is this state directory from another version?")
+                raise StateError(msg) from exc
+        self._seen = seen
+        self._heaps = {p: [(t0, i) for i, t0 in ids.items()] for p, ids in seen.items()}
+        for heap in self._heaps.values():
+            heapq.heapify(heap)
+        self._watermark = wms
+        self._dirty_ids = {p: set() for p in seen}
+        self._dirty_wm = set()

@@ -1,0 +1,1 @@
+"""Pure online learners (no faust, no Kafka, no I/O)."""

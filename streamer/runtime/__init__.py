@@ -1,0 +1,1 @@
+"""faust glue (the only package that imports faust)."""

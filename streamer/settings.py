@@ -1,0 +1,65 @@
+"""Runtime settings (pydantic-settings, ``STREAMER_`` prefix, nested with ``__``; CONVENTIONS C4).
+
+Built once in the CLI and passed down; core classes take plain keyword arguments.
+Example: ``STREAMER_INDEX__EF_SEARCH=128 streamer serve``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class IndexSettings(BaseModel):
+    """HNSW index parameters (hnswlib)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    m: int = Field(16, ge=4, le=64, description="HNSW graph degree M (memory ~ M)")
+    ef_construction: int = Field(200, ge=16, description="HNSW build-time beam width")
+    ef_search: int = Field(64, ge=1, description="query-time beam width (recall/latency knob)")
+    initial_capacity: int = Field(4096, ge=1, description="initial slots; grows geometrically")
+    delta_max: int = Field(2048, ge=1, description="fresh vectors kept in the exact delta buffer")
+
+
+class WorkerSettings(BaseModel):
+    """Worker micro-batching and consumer settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    batch_max: int = Field(5000, ge=1, description="max events per micro-batch (faust take())")
+    batch_within_s: float = Field(0.2, gt=0, description="max wait (wall s) to fill a batch")
+    session_timeout_s: float = Field(30.0, gt=0, description="consumer group session timeout")
+    heartbeat_interval_s: float = Field(3.0, gt=0, description="consumer heartbeat interval")
+    web_port: int = Field(6066, ge=0, le=65535, description="worker health/metrics port (0: off)")
+    publish: bool = Field(True, description="publish changed vectors to embeddings.<type>.v<n>")
+    index: bool = Field(True, description="keep a live HNSW index in the worker")
+
+
+class Settings(BaseSettings):
+    """All runtime settings. Every field has an env var ``STREAMER_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMER_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    topic_prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]*$",
+                              description="prefix of every topic name (tenancy, tests)")
+    consumer_group: str | None = Field(
+        None, description="override the worker's consumer group (default streamer-<type>-v<n>)")
+    state_dir: Path = Field(Path("var/state"), description="root of RocksDB paths (type.vN)")
+    data_dir: Path | None = Field(None, description="data sets folder (default ../shared/data)")
+    engagements_partitions: int = Field(4, ge=1, description="partitions of `engagements`")
+    max_future_s: float = Field(86_400.0, gt=0, description="reject events this far ahead (s)")
+    dedup_window_s: float = Field(86_400.0, ge=0, description="event_id dedup window (event s)")
+    api_host: str = Field("127.0.0.1", description="HTTP API bind address")
+    api_port: int = Field(8080, ge=0, le=65535, description="HTTP API port")
+    api_token: str | None = Field(None, description="bearer token required by the API if set")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    index: IndexSettings = IndexSettings()
+    worker: WorkerSettings = WorkerSettings()
+
+    def topic(self, name: str) -> str:
+        """Return the topic name with :attr:`topic_prefix` applied."""
+        return f"{self.topic_prefix}{name}"

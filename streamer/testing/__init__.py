@@ -1,0 +1,1 @@
+"""Test helpers shipped with the package (seeded generators of good and bad input)."""

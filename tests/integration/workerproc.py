@@ -1,0 +1,146 @@
+"""Run `streamer worker` / `streamer serve` as real subprocesses for integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class WorkerProcess:
+    """A `python -m streamer worker --type T` subprocess with its /metrics page."""
+
+    def __init__(self, type_name: str, *, bootstrap: str, state_dir: Path, prefix: str,
+                 group: str, log_path: Path, extra_env: dict[str, str] | None = None):
+        self.type_name = type_name
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "STREAMER_KAFKA_BOOTSTRAP": bootstrap,
+            "STREAMER_STATE_DIR": str(state_dir),
+            "STREAMER_TOPIC_PREFIX": prefix,
+            "STREAMER_CONSUMER_GROUP": group,
+            "STREAMER_WORKER__WEB_PORT": str(self.port),
+            "STREAMER_WORKER__SESSION_TIMEOUT_S": "10",
+            "STREAMER_WORKER__HEARTBEAT_INTERVAL_S": "1",
+            **(extra_env or {}),
+        }
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        self.port = free_port()
+        self.env["STREAMER_WORKER__WEB_PORT"] = str(self.port)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamer", "worker", "--type", self.type_name],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def metrics(self) -> dict | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
+                return json.loads(r.read())
+        except OSError:
+            return None
+
+    def applied(self) -> int:
+        """Sum over partitions of (stored offset + 1), i.e. messages consumed."""
+        m = self.metrics()
+        if not m:
+            return 0
+        return sum(o + 1 for o in m["offsets"].values())
+
+    def wait_applied(self, total: int, timeout_s: float = 300) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise AssertionError(f"worker died; log:\n{self.tail_log()}")
+            m = self.metrics()
+            if m and sum(o + 1 for o in m["offsets"].values()) >= total:
+                return m
+            time.sleep(0.3)
+        raise AssertionError(f"worker did not catch up to {total} in {timeout_s}s "
+                             f"(at {self.applied()}); log:\n{self.tail_log()}")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self, timeout_s: float = 60) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(30)
+        return self.proc.returncode
+
+    def tail_log(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+
+class ServeProcess:
+    """`python -m streamer serve` on a free port, as a context manager."""
+
+    def __init__(self, *types: str, bootstrap: str, prefix: str, log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.types = types
+        self.env = {**os.environ, "STREAMER_KAFKA_BOOTSTRAP": bootstrap,
+                    "STREAMER_TOPIC_PREFIX": prefix}
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServeProcess:
+        args = [sys.executable, "-m", "streamer", "serve", "--port", str(self.port)]
+        for t in self.types:
+            args += ["--type", t]
+        self.proc = subprocess.Popen(args, env=self.env, stdout=self.log_path.open("ab"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def wait_caught_up(self, type_name: str, expected: int, timeout_s: float) -> dict:
+        deadline = time.monotonic() + timeout_s
+        last: dict = {}
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, self.log_path.read_text()
+            try:
+                with urllib.request.urlopen(f"{self.url}/v1/types/{type_name}", timeout=2) as r:
+                    last = json.loads(r.read())
+                if last.get("caught_up") and last.get("entities", 0) >= expected:
+                    return last
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"serve not caught up: {last}; log:\n{self.log_path.read_text()}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)

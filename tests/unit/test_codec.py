@@ -1,0 +1,249 @@
+"""Feature record / offset codec and FeatureRecord validation."""
+
+from __future__ import annotations
+
+import struct
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from streamer.errors import BadRequest, InvalidVector, StateError
+from streamer.store import codec
+from streamer.store.base import FeatureRecord
+
+
+@st.composite
+def records(draw: st.DrawFn) -> FeatureRecord:
+    dim = draw(st.integers(1, 300))
+    vec = draw(
+        arrays(
+            np.float32,
+            dim,
+            elements=st.floats(
+                allow_nan=False, allow_infinity=False, allow_subnormal=True, width=32
+            ),
+        )
+    )
+    return FeatureRecord(
+        vec,
+        draw(st.floats(allow_nan=False, allow_infinity=False)),
+        draw(st.integers(0, 2**63 - 1)),
+        draw(st.integers(0, 2**31 - 1)),
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(rec=records())
+def test_record_round_trip_is_bitwise(rec: FeatureRecord) -> None:
+    value = codec.encode_record(rec)
+    assert len(value) == codec.record_size(rec.dim) == 32 + 4 * rec.dim
+    back = codec.decode_record(value, rec.dim)
+    assert back.vector.tobytes() == rec.vector.tobytes()  # keeps -0.0 and subnormals
+    assert back.vector.dtype == np.float32 and back.vector.shape == (rec.dim,)
+    assert not back.vector.flags.writeable
+    assert (back.updated_at, back.update_count, back.model_version) == (
+        rec.updated_at,
+        rec.update_count,
+        rec.model_version,
+    )
+    assert back == rec
+
+
+def test_subnormals_and_negative_zero_survive() -> None:
+    vec = np.array([1e-45, -1e-45, 1.1754942e-38, -0.0, 3.4028235e38], np.float32)
+    assert np.count_nonzero(np.abs(vec[:3]) < np.finfo(np.float32).tiny) == 3
+    back = codec.decode_record(codec.encode_record(FeatureRecord(vec, 0.0, 0, 0)), 5)
+    assert back.vector.tobytes() == vec.tobytes()
+    assert np.signbit(back.vector[3])
+
+
+def test_layout_is_the_documented_one() -> None:
+    rec = FeatureRecord(np.array([1.5, -2.0], np.float32), 1234.5, 7, 3)
+    value = codec.encode_record(rec)
+    assert value[:28] == struct.pack("<BBHIdqi", 1, 1, 0, 2, 1234.5, 7, 3)
+    assert value[28:36] == np.array([1.5, -2.0], "<f4").tobytes()
+    assert value[36:] == zlib.crc32(value[:36]).to_bytes(4, "little")
+
+
+@settings(max_examples=200, deadline=None)
+@given(rec=records(), data=st.data())
+def test_any_single_byte_corruption_is_detected(rec: FeatureRecord, data: st.DataObject) -> None:
+    value = bytearray(codec.encode_record(rec))
+    pos = data.draw(st.integers(0, len(value) - 1))
+    value[pos] ^= data.draw(st.integers(1, 255))
+    with pytest.raises(StateError):
+        codec.decode_record(bytes(value), rec.dim, key=b"i:x")
+
+
+@pytest.mark.parametrize(
+    ("mangle", "match"),
+    [
+        (lambda v: v[:10], "shorter"),
+        (lambda v: v[:-1], "expected"),
+        (lambda v: v + b"\0", "expected"),
+        (lambda v: b"\x02" + v[1:], "format version 2"),
+        (lambda v: v[:1] + b"\x02" + v[2:], "dtype code 2"),
+        (lambda v: v[:30] + bytes([v[30] ^ 1]) + v[31:], "checksum"),
+        (lambda v: b"", "shorter"),
+    ],
+)
+def test_corrupt_values_raise_state_error(mangle, match: str) -> None:
+    value = codec.encode_record(FeatureRecord(np.ones(4, np.float32), 1.0, 1, 1))
+    with pytest.raises(StateError, match=match) as info:
+        codec.decode_record(mangle(value), 4, key=b"i:bad")
+    assert "i:bad" in str(info.value)
+
+
+def test_wrong_dim_is_a_state_error_naming_both_dims() -> None:
+    value = codec.encode_record(FeatureRecord(np.ones(4, np.float32), 1.0, 1, 1))
+    with pytest.raises(StateError, match="dim=4.*dim=8"):
+        codec.decode_record(value, 8)
+
+
+def test_offset_codec_round_trip_and_validation() -> None:
+    for off in (0, 1, 2**31, 2**63 - 1):
+        assert codec.decode_offset(codec.encode_offset(off)) == off
+    assert len(codec.encode_offset(5)) == 9
+    with pytest.raises(StateError):
+        codec.decode_offset(b"\x01" + b"\0" * 7)
+    with pytest.raises(StateError):
+        codec.decode_offset(b"\x09" + b"\0" * 8)
+    with pytest.raises(StateError):
+        codec.decode_offset(struct.pack("<Bq", 1, -3))
+
+
+@given(
+    topic=st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40),
+    p=st.integers(0, 2**31 - 1),
+)
+def test_offset_key_round_trip(topic: str, p: int) -> None:
+    key = codec.offset_key(topic, p)
+    assert key.startswith(codec.OFFSET_PREFIX)
+    assert codec.parse_offset_key(key) == (topic, p)
+
+
+def test_offset_keys_group_partitions_and_do_not_collide_with_meta() -> None:
+    keys = sorted(codec.offset_key(t, p) for t in ("b", "a") for p in (10, 2, 1))
+    assert [codec.parse_offset_key(k) for k in keys] == [
+        ("a", 1),
+        ("b", 1),
+        ("a", 2),
+        ("b", 2),
+        ("a", 10),
+        ("b", 10),
+    ]
+    assert codec.meta_storage_key("o:x") != codec.offset_key("x", 0)
+    assert not codec.meta_storage_key("o:x").startswith(codec.OFFSET_PREFIX)
+    with pytest.raises(StateError):
+        codec.parse_offset_key(b"m:abc")
+
+
+def test_feature_record_is_immutable_and_read_only_without_touching_input() -> None:
+    vec = np.array([1.0, 2.0], np.float32)
+    rec = FeatureRecord(vec, 1, 2, 3)
+    assert vec.flags.writeable  # the caller's array keeps its flags
+    assert not rec.vector.flags.writeable
+    vec[0] = 42.0  # an in-place update of the learner's row does not reach the record
+    assert rec.vector.tolist() == [1.0, 2.0]
+    matrix = np.arange(6, dtype=np.float32).reshape(2, 3)
+    col = FeatureRecord(matrix[:, 1], 0.0, 0, 0)  # a strided view is copied too
+    matrix[:] = 0
+    assert col.vector.tolist() == [1.0, 4.0] and col.vector.flags.c_contiguous
+    assert type(rec.updated_at) is float and rec.updated_at == 1.0
+    with pytest.raises(AttributeError):
+        rec.update_count = 5  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        hash(rec)
+
+
+def test_feature_record_casts_real_arrays_to_float32() -> None:
+    rec = FeatureRecord(np.array([1.0, 2.5]), 0.0, 0, 0)
+    assert rec.vector.dtype == np.float32 and rec.vector.tolist() == [1.0, 2.5]
+    rec = FeatureRecord([1, 2, 3], 0.0, np.int64(4), np.int32(1))  # type: ignore[arg-type]
+    assert rec.vector.dtype == np.float32 and rec.update_count == 4
+    assert type(rec.update_count) is int
+    big = FeatureRecord(np.array([1.0, 2.0], ">f4"), 0.0, 0, 0)
+    assert big.vector.dtype == np.float32 and codec.decode_record(
+        codec.encode_record(big), 2
+    ).vector.tolist() == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    "vec",
+    [
+        np.array([1.0, np.nan], np.float32),
+        np.array([np.inf, 1.0], np.float32),
+        np.array([-np.inf], np.float64),
+        np.zeros((2, 2), np.float32),
+        np.zeros(0, np.float32),
+        np.array(["a", "b"]),
+        np.array([1 + 2j]),
+        3.0,
+    ],
+)
+def test_feature_record_rejects_bad_vectors(vec) -> None:
+    with pytest.raises(InvalidVector):
+        FeatureRecord(vec, 0.0, 0, 0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    dim=st.integers(1, 300),
+    data=st.data(),
+    bad=st.sampled_from([np.nan, np.inf, -np.inf]),
+)
+def test_any_non_finite_value_is_rejected_without_warnings(
+    dim: int, data: st.DataObject, bad: float
+) -> None:
+    vec = np.full(dim, 1e30, np.float32)
+    pos = data.draw(st.integers(0, dim - 1))
+    vec[pos] = bad
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an InvalidVector, never a RuntimeWarning
+        with pytest.raises(InvalidVector, match=f"index {pos} "):
+            FeatureRecord(vec, 0.0, 0, 0)
+
+
+def test_nan_message_says_where() -> None:
+    with pytest.raises(InvalidVector, match="index 2"):
+        FeatureRecord(np.array([0, 1, np.nan, 3], np.float32), 0.0, 0, 0)
+
+
+def test_large_finite_values_are_not_mistaken_for_overflow() -> None:
+    vec = np.full(1000, np.finfo(np.float32).max, np.float32)
+    assert FeatureRecord(vec, 0.0, 0, 0).vector[0] == np.finfo(np.float32).max
+
+
+@pytest.mark.parametrize(
+    ("ts", "count", "version"),
+    [
+        (float("nan"), 0, 0),
+        (float("inf"), 0, 0),
+        ("1.0", 0, 0),
+        (True, 0, 0),
+        (0.0, -1, 0),
+        (0.0, 2**63, 0),
+        (0.0, 1.5, 0),
+        (0.0, 0, -1),
+        (0.0, 0, 2**31),
+        (0.0, True, 0),
+    ],
+)
+def test_feature_record_rejects_bad_metadata(ts, count, version) -> None:
+    with pytest.raises(BadRequest):
+        FeatureRecord(np.ones(2, np.float32), ts, count, version)
+
+
+def test_stage_commit_validates_everything_first() -> None:
+    good = FeatureRecord(np.ones(2, np.float32), 0.0, 0, 0)
+    staged = codec.stage_commit({"i:a": good, "i:b": None}, {b"k": None}, {("t", 1): 3}, 2)
+    assert staged.features == [(b"i:a", codec.encode_record(good)), (b"i:b", None)]
+    assert staged.state == [(b"k", None)]
+    assert staged.offsets == [(codec.offset_key("t", 1), codec.encode_offset(3))]
+    with pytest.raises(BadRequest, match="get_many takes a sequence"):
+        codec.entity_keys("i:a")

@@ -1,0 +1,183 @@
+"""Deduplicator: event-time window semantics, eviction, and exactly-once state records."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamer.errors import ConfigError, StateError
+from streamer.events.dedup import Deduplicator
+from streamer.events.schema import EngagementEvent
+
+
+def ev(ts: float, event_id: str | None = "e1", user: str = "u") -> EngagementEvent:
+    return EngagementEvent(user, "i", "click", ts, event_id=event_id)
+
+
+def test_repeat_within_window_is_duplicate_only_on_the_same_partition():
+    d = Deduplicator(60.0)
+    assert d.check(ev(100.0), 0) is False
+    assert d.check(ev(100.0), 0) is True
+    assert d.check(ev(100.0), 1) is False   # same id, other partition: not a duplicate
+    assert d.check(ev(100.0, "e2"), 0) is False
+
+
+def test_events_without_id_are_never_duplicates():
+    d = Deduplicator(60.0)
+    assert [d.check(ev(100.0, None), 0) for _ in range(3)] == [False, False, False]
+    assert len(d) == 0
+    assert d.watermark(0) == 100.0
+
+
+def test_window_boundary_is_inclusive_in_event_time():
+    d = Deduplicator(10.0)
+    d.check(ev(100.0), 0)
+    assert d.check(ev(110.0), 0) is True        # ts - t0 == window
+    assert d.check(ev(95.0), 0) is True         # earlier copy (t0 kept at 100)
+    d2 = Deduplicator(10.0)
+    d2.check(ev(100.0), 0)
+    assert d2.check(ev(110.5), 0) is False      # past the window: a new event...
+    assert d2.check(ev(115.0), 0) is True       # ...which is now the remembered one
+
+
+def test_duplicate_does_not_refresh_t0():
+    d = Deduplicator(10.0)
+    d.check(ev(100.0), 0)
+    assert d.check(ev(108.0), 0) is True
+    assert d.check(ev(111.0), 0) is False       # 111 - 100 > 10 although 111 - 108 < 10
+
+
+def test_eviction_follows_the_watermark_not_the_wall_clock():
+    d = Deduplicator(10.0)
+    d.check(ev(100.0, "a"), 0)
+    d.check(ev(105.0, "b"), 0)
+    d.check(ev(108.0, "c"), 1)
+    assert len(d) == 3
+    d.state_changes()
+    d.check(ev(112.0, None), 0)                 # watermark 112: "a" (t0 100) out
+    assert d.state_dict()[0]["ids"] == {"b": 105.0}
+    assert d.state_dict()[1]["ids"] == {"c": 108.0}   # other partition untouched
+    changes = d.state_changes()
+    assert changes == {b"dedup/0/e/a": None, b"dedup/0/w": struct.pack(">d", 112.0)}
+    assert d.check(ev(112.0, "a"), 0) is False  # forgotten: a new event
+    assert d.state_changes() == {b"dedup/0/e/a": struct.pack(">d", 112.0)}
+
+
+def test_late_event_beyond_the_window_is_not_remembered():
+    d = Deduplicator(10.0)
+    d.check(ev(200.0, "x"), 0)
+    assert d.check(ev(100.0, "late"), 0) is False
+    assert d.check(ev(100.0, "late"), 0) is False
+    assert "late" not in d.state_dict()[0]["ids"]
+
+
+def test_memory_stays_bounded_on_a_long_stream():
+    d = Deduplicator(100.0)
+    for i in range(20_000):
+        d.check(ev(float(i), f"id{i}"), i % 4)
+    # ids within 100 s of each partition's watermark: 101 per partition at most
+    assert len(d) <= 4 * 26
+    assert all(len(h) <= 30 for h in d._heaps.values())
+
+
+def test_state_keys_and_values_layout():
+    d = Deduplicator(5.0, key_prefix=b"X/")
+    d.check(ev(1.5, "a/b é"), 3)
+    assert d.state_changes() == {
+        "X/3/e/a/b é".encode(): struct.pack(">d", 1.5),
+        b"X/3/w": struct.pack(">d", 1.5),
+    }
+    assert d.state_changes() == {}
+
+
+def test_load_ignores_foreign_records_and_rejects_malformed_ones():
+    d = Deduplicator(5.0)
+    d.load_state_records([(b"learner/x", b"whatever"), (b"dedup/0/w", struct.pack(">d", 3.0))])
+    assert d.watermark(0) == 3.0
+    for key, value in [(b"dedup/zz/w", struct.pack(">d", 1.0)), (b"dedup/0/w", b"short"),
+                       (b"dedup/0/q/x", struct.pack(">d", 1.0)), (b"dedup/0", b"12345678")]:
+        with pytest.raises(StateError, match="malformed dedup state record"):
+            Deduplicator(5.0).load_state_records([(key, value)])
+
+
+@pytest.mark.parametrize("window", [-1.0, float("nan"), float("inf"), True, "10"])
+def test_bad_window_is_a_config_error(window):
+    with pytest.raises(ConfigError, match="window_s"):
+        Deduplicator(window)
+
+
+def test_bad_prefix_is_a_config_error():
+    with pytest.raises(ConfigError, match="key_prefix"):
+        Deduplicator(1.0, key_prefix=b"")
+
+
+# ------------------------------------------------------------------ oracle + round trip
+def oracle(events: list[tuple[int, float, str | None]], window: float) -> list[bool]:
+    """Brute-force statement of the documented semantics (no heaps, no eviction)."""
+    wm: dict[int, float] = {}
+    rec: dict[tuple[int, str], float] = {}
+    out = []
+    for part, ts, eid in events:
+        wm[part] = max(wm.get(part, ts), ts)
+        if eid is None:
+            out.append(False)
+            continue
+        t0 = rec.get((part, eid))
+        if t0 is not None and wm[part] - t0 <= window and ts - t0 <= window:
+            out.append(True)
+            continue
+        out.append(False)
+        if wm[part] - ts <= window:
+            rec[(part, eid)] = ts
+    return out
+
+
+stream = st.lists(
+    st.tuples(st.integers(0, 2), st.integers(0, 60).map(float),
+              st.none() | st.sampled_from(["a", "b", "c", "d"])),
+    max_size=80,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=stream, window=st.sampled_from([0.0, 3.0, 10.0, 25.0]),
+       cut=st.integers(0, 80), flush_every=st.integers(1, 7))
+def test_matches_oracle_and_restores_from_records(events, window, cut, flush_every):
+    live = Deduplicator(window)
+    store: dict[bytes, bytes] = {}
+
+    def flush() -> None:
+        for k, v in live.state_changes().items():
+            if v is None:
+                store.pop(k, None)
+            else:
+                store[k] = v
+
+    verdicts = []
+    cut = min(cut, len(events))
+    for i, (part, ts, eid) in enumerate(events[:cut]):
+        verdicts.append(live.check(ev(ts, eid), part))
+        if i % flush_every == 0:
+            flush()
+    flush()
+    restored = Deduplicator(window)
+    restored.load_state_records(sorted(store.items()))
+    assert restored.state_dict() == live.state_dict()
+    for part, ts, eid in events[cut:]:
+        a, b = live.check(ev(ts, eid), part), restored.check(ev(ts, eid), part)
+        assert a == b
+        verdicts.append(a)
+    assert verdicts == oracle(events, window)
+    assert restored.state_dict() == live.state_dict()
+
+
+def test_replay_with_random_times_matches_oracle():
+    rng = np.random.default_rng(7)
+    events = [(int(rng.integers(4)), float(t), f"e{int(rng.integers(300))}")
+              for t in np.cumsum(rng.exponential(1.0, 5_000)) - rng.uniform(0, 20, 5_000)]
+    d = Deduplicator(30.0)
+    assert [d.check(ev(ts, eid), p) for p, ts, eid in events] == oracle(events, 30.0)
