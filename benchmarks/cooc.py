@@ -6,7 +6,8 @@ Usage::
                               [--param half_life_s=3600 --param window=10 ...]
 
 Prints one JSON object: ``events_per_s`` (learn_many + changed() + vectors(changed) per
-1000-event batch over the whole stream), ``batch_p99_ms``, ``peak_rss_mb``, and the
+1000-event batch over the whole stream), ``batch_p99_ms``, the same with
+``state_changes()`` added per batch (what a worker's flush needs), ``peak_rss_mb``, and the
 predict-then-learn metrics on the last 15% (batches of 200, all items as candidates):
 ``recall_at_10``, ``mrr`` (with repeat/new splits) and the same for popularity baselines.
 
@@ -70,14 +71,15 @@ def batches(stream: EventBatch, size: int):
         yield stream.slice(s, s + size)
 
 
-def throughput(algo: str, params: dict[str, object], stream: EventBatch, size: int) -> dict:
+def throughput(algo: str, params: dict[str, object], stream: EventBatch, size: int,
+               with_state: bool = False) -> dict:
     cls = get_algorithm(algo)
     warm = cls(**params)  # compile / load the numba cache outside the timing
     warm.learn_many(stream.slice(0, 50))
     warm.vectors(list(warm.changed()))
     learner = cls(**params)
     times = []
-    n_vec = 0
+    n_vec = n_rec = rec_bytes = 0
     t0 = time.perf_counter()
     for b in batches(stream, size):
         s = time.perf_counter()
@@ -85,8 +87,16 @@ def throughput(algo: str, params: dict[str, object], stream: EventBatch, size: i
         ch = sorted(learner.changed())
         vecs, mask = learner.vectors(ch)
         n_vec += int(mask.sum())
+        if with_state:
+            recs = learner.state_changes()
+            n_rec += len(recs)
+            rec_bytes += sum(len(k) + len(v or b"") for k, v in recs.items())
         times.append(time.perf_counter() - s)
     total = time.perf_counter() - t0
+    if with_state:
+        return {"events_per_s_with_state_changes": round(len(stream) / total, 1),
+                "batch_p99_ms_with_state_changes": round(1e3 * float(np.percentile(times, 99)), 3),
+                "state_records": n_rec, "state_mb": round(rec_bytes / 2**20, 1)}
     return {
         "events": len(stream),
         "events_per_s": round(len(stream) / total, 1),
@@ -132,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "batch": args.batch, "partitions": args.partitions}
     if not args.skip_speed:
         report.update(throughput(args.algo, params, stream, args.batch))
+        report.update(throughput(args.algo, params, stream, args.batch, with_state=True))
     if not args.skip_quality:
         report.update(quality(args.algo, params, stream, args.eval_frac))
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

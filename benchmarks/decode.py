@@ -12,7 +12,12 @@ messages from the seeded generator. Reports messages per second (best of
   model with the same field constraints (length, gt=0, finite; no action mapping,
   no future check), then conversion to ``EngagementEvent``;
 * ``dedup_check``, ``to_batch``: the per-event steps after decoding;
-* ``produce`` (with ``--bootstrap``): ``kafka_io.produce_events`` into a fresh topic.
+* ``produce`` (with ``--bootstrap``): ``kafka_io.produce_events`` into a fresh topic
+  (its CPU rate includes kafka-python's I/O thread, which runs in this process, but
+  not the broker's CPU).
+
+Each entry gives ``per_wall_s`` and ``per_cpu_s`` (messages per CPU second of this
+process: the stable number on a shared 2-core machine).
 
 The worker needs >= 20k events/s end to end, so decode should stay well above 150k/s.
 """
@@ -39,13 +44,18 @@ from streamer.types import ManualClock
 NOW = 1.9e9
 
 
-def best_rate(n: int, fn: Callable[[], object], repeats: int) -> float:
-    best = float("inf")
+def best_rate(n: int, fn: Callable[[], object], repeats: int) -> dict[str, int]:
+    """Best-of-``repeats`` rate per wall second and per CPU second of this process.
+
+    The CPU-second rate is the stable one on a shared machine (other jobs steal wall time).
+    """
+    wall = cpu = float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        best = min(best, time.perf_counter() - t0)
-    return n / best
+        wall = min(wall, time.perf_counter() - t0)
+        cpu = min(cpu, time.process_time() - c0)
+    return {"per_wall_s": round(n / wall), "per_cpu_s": round(n / max(cpu, 1e-9))}
 
 
 def pydantic_decoder() -> Callable[[bytes], EngagementEvent | None]:
@@ -97,18 +107,18 @@ def main() -> None:
         for i, v in enumerate(values):
             dec.decode(v, topic="engagements", partition=0, offset=i)
 
-    results["decoder_orjson_msgs_per_s"] = round(best_rate(n, run_decoder, args.repeats))
+    results["decoder_orjson_msgs"] = best_rate(n, run_decoder, args.repeats)
 
     saved = decode_mod._orjson
     decode_mod._orjson = None
     try:
-        results["decoder_stdlib_json_msgs_per_s"] = round(best_rate(n, run_decoder, args.repeats))
+        results["decoder_stdlib_json_msgs"] = best_rate(n, run_decoder, args.repeats)
     finally:
         decode_mod._orjson = saved
 
     pyd = pydantic_decoder()
-    results["pydantic_validate_json_msgs_per_s"] = round(
-        best_rate(n, lambda: [pyd(v) for v in values if v is not None], args.repeats))
+    results["pydantic_validate_json_msgs"] = best_rate(
+        n, lambda: [pyd(v) for v in values if v is not None], args.repeats)
 
     dec = Decoder(clock=ManualClock(NOW))
     events = [e for i, v in enumerate(wire)
@@ -119,12 +129,12 @@ def main() -> None:
         for i, e in enumerate(events):
             d.check(e, i & 3)
 
-    results["dedup_check_events_per_s"] = round(best_rate(len(events), run_dedup, args.repeats))
+    results["dedup_check_events"] = best_rate(len(events), run_dedup, args.repeats)
     offsets = list(range(len(events)))
-    results["to_batch_events_per_s"] = round(best_rate(
-        len(events), lambda: to_batch(events, 0, offsets, {"edit": 1.0}), args.repeats))
-    results["load_wire_msgs_per_s"] = round(best_rate(
-        157_474, lambda: sum(1 for _ in load_wire("wikipedia")), 1))
+    results["to_batch_events"] = best_rate(
+        len(events), lambda: to_batch(events, 0, offsets, {"edit": 1.0}), args.repeats)
+    results["load_wire_msgs"] = best_rate(
+        157_474, lambda: sum(1 for _ in load_wire("wikipedia")), 1)
 
     if args.bootstrap:
         from streamer.kafka_io import TopicSpec, ensure_topics, produce_events
@@ -132,9 +142,8 @@ def main() -> None:
         topic = f"bench-{uuid.uuid4().hex[:12]}"
         ensure_topics(args.bootstrap, {topic: TopicSpec(4)})
         msgs = list(load_wire("wikipedia"))[: args.n]
-        t0 = time.perf_counter()
-        produce_events(args.bootstrap, topic, msgs)
-        results["produce_msgs_per_s"] = round(len(msgs) / (time.perf_counter() - t0))
+        results["produce_msgs"] = best_rate(
+            len(msgs), lambda: produce_events(args.bootstrap, topic, msgs), 1)
 
     if args.json:
         print(json.dumps(results))

@@ -30,14 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.errors import StateError
 from streamer.events.deadletter import DeadLetterSink
 from streamer.events.decode import Decoder, Rejected, to_batch
 from streamer.events.dedup import Deduplicator
 from streamer.events.schema import EngagementEvent
 from streamer.index.base import VectorIndex
 from streamer.learn.base import OnlineLearner
-from streamer.store.base import FeatureRecord, FeatureTable
+from streamer.store.base import FeatureRecord, FeatureTable, claim_manifest
 from streamer.topology import TopologySpec
 from streamer.types import Clock
 
@@ -46,7 +45,6 @@ log = logging.getLogger(__name__)
 _LEARNER = b"L/"
 _DEDUP = b"D/"
 _COUNTERS = b"C/counters"
-_MANIFEST = "manifest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,17 +138,8 @@ class Engine:
 
     # -- start-up -------------------------------------------------------------------
     def _check_manifest(self) -> None:
-        want = {"fingerprint": self.spec.fingerprint(), **self.spec.manifest()}
-        stored = self.table.get_meta(_MANIFEST)
-        if stored is None:
-            self.table.put_meta(_MANIFEST, json.dumps(want, sort_keys=True).encode())
-            return
-        have = json.loads(stored)
-        if have.get("fingerprint") != want["fingerprint"]:
-            msg = (f"feature table of type {self.spec.name!r} v{self.spec.version} was written with "
-                   f"other settings ({have}); bump the type's version to start a new state "
-                   "path, or delete the old path if you mean to rebuild it")
-            raise StateError(msg)
+        claim_manifest(self.table, {"fingerprint": self.spec.fingerprint(),
+                                    **self.spec.manifest()})
 
     def _load_state(self) -> None:
         learner_recs: list[tuple[bytes, bytes]] = []

@@ -83,7 +83,7 @@ class TopologySpec:
 
     @property
     def app_id(self) -> str:
-        """faust app id and consumer group: ``streamer-<name>-v<version>``."""
+        """Faust app id and consumer group: ``streamer-<name>-v<version>``."""
         return f"streamer-{self.name}-v{self.version}"
 
     @property

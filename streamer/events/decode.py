@@ -37,6 +37,7 @@ from streamer.events.schema import (
     WILDCARD_ACTION,
     EngagementEvent,
     format_ts,
+    new_event_unchecked,
     parse_iso_ts,
 )
 from streamer.learn.base import EventBatch
@@ -82,6 +83,7 @@ PREVIEW_CHARS: Final = 256
 _MISSING: Final[Any] = object()
 _INF: Final = math.inf
 _REQUIRED: Final = ("user_id", "item_id", "action", "ts")
+new_event = new_event_unchecked
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,7 +442,7 @@ class Decoder:
         ):
             return ("bad_id", _bad_len("event_id", event_id, MAX_EVENT_ID_CHARS))
 
-        return EngagementEvent(user_id, item_id, action, ts_s, weight, version, event_id)
+        return new_event(user_id, item_id, action, ts_s, weight, version, event_id)
 
 
 def to_batch(

@@ -18,8 +18,10 @@ field              type                        rule (checked by ``Decoder``)
                                                ``min_ts_s`` (default 2000-01-01T00:00:00Z) or
                                                later than ``clock.now_s() + max_future_s``
                                                (default one day)
-``weight``         number, > 0, finite         optional, default 1.0; ``true``/``false`` are not
-                                               numbers
+``weight``         number, > 0, finite         optional, default 1.0; within the decoder's
+                                               ``[min_weight, max_weight]`` (default
+                                               ``[1e-6, 1e6]``, keeps float32 maths finite);
+                                               ``true``/``false`` are not numbers
 ``schema_version`` int                         optional, default 1; 1..:data:`SCHEMA_VERSION`
 ``event_id``       string, 1..128 chars        optional; producer-assigned id used for
                                                de-duplication only
@@ -35,8 +37,8 @@ Lengths count Unicode code points (Python ``len``), not bytes.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Final
@@ -135,6 +137,34 @@ class EngagementEvent:
             If ``ts`` is not finite or outside the range :mod:`datetime` supports.
         """
         return datetime.fromtimestamp(self.ts, tz=UTC)
+
+
+def _build_unchecked_constructor() -> Callable[..., EngagementEvent]:
+    names = tuple(f.name for f in fields(EngagementEvent))
+    assert names == ("user_id", "item_id", "action", "ts", "weight", "schema_version",
+                     "event_id"), names
+    new = object.__new__
+    s0, s1, s2, s3, s4, s5, s6 = (getattr(EngagementEvent, n).__set__ for n in names)
+
+    def new_event(user_id: str, item_id: str, action: str, ts: float, weight: float,
+                  schema_version: int, event_id: str | None) -> EngagementEvent:
+        ev = new(EngagementEvent)
+        s0(ev, user_id)
+        s1(ev, item_id)
+        s2(ev, action)
+        s3(ev, ts)
+        s4(ev, weight)
+        s5(ev, schema_version)
+        s6(ev, event_id)
+        return ev
+
+    return new_event
+
+
+new_event_unchecked = _build_unchecked_constructor()
+"""Build an :class:`EngagementEvent` from all seven fields, positionally, ~2x faster than
+the dataclass ``__init__`` (it sets the slots directly; the result is identical). For the
+decoder's hot path; everyone else calls ``EngagementEvent(...)``."""
 
 
 def to_wire(event: EngagementEvent) -> bytes:

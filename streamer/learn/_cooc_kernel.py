@@ -133,7 +133,7 @@ def _mark(r, row_ent, row_sdirty, ent_vdirty, out_rows, out_ents, counts):  # pr
 
 
 @njit(cache=True)
-def learn_kernel(  # noqa: PLR0913  # pragma: no cover - compiled
+def learn_kernel(  # pragma: no cover - compiled
     ev_ur, ev_ir, ev_ie, ev_pr, ev_pk, ev_w, ev_t,
     rand, rows, row_ts, row_cnt, row_mass, row_ent, row_slot, row_sdirty,
     win_e, win_row, win_ts, win_w, win_len,
@@ -334,6 +334,32 @@ def affinity_kernel(user_ents, ent_head, row_next, row_pair_head, pair_next, pai
                 if col >= 0:
                     out[a, col] += pair_val[q] * _decay(ref - pair_ts[q], ahl)
                 q = pair_next[q]
+            r = row_next[r]
+
+
+@njit(cache=True)
+def mass_kernel(ents, ent_head, row_next, row_mass, row_ts, hl, out):  # pragma: no cover
+    """Fill ``out[a]`` with entity ``ents[a]``'s decayed mass, all read at one common time.
+
+    The common time is the latest ``row_ts`` among the given entities' rows, so the
+    masses are comparable (their ranking does not depend on that time). ``-1`` gives 0.
+    """
+    ref = NO_TS
+    for a in range(ents.shape[0]):
+        if ents[a] < 0:
+            continue
+        r = ent_head[ents[a]]
+        while r >= 0:
+            if row_ts[r] > ref:
+                ref = row_ts[r]
+            r = row_next[r]
+    for a in range(ents.shape[0]):
+        out[a] = 0.0
+        if ents[a] < 0:
+            continue
+        r = ent_head[ents[a]]
+        while r >= 0:
+            out[a] += row_mass[r] * _decay(ref - row_ts[r], hl)
             r = row_next[r]
 
 

@@ -14,13 +14,15 @@ Two forms of the same tables: byte records for the feature store's ``WriteBatch`
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from streamer.errors import StateError
 
+SHIFT = 31  # bits of the low index in composite int64 keys (partition|entity, row|item)
 FORMAT = 1
 META_KEY = b"m"
 _ROW = struct.Struct("<BBqdd")
@@ -72,26 +74,40 @@ class Tables:
     parts: list[PartRec] = field(default_factory=list)
 
 
-def encode(t: Tables) -> dict[bytes, bytes | None]:
-    """Encode tables as ``{key: value}`` byte records."""
+def encode_arrays(a: Any, ids: list[str], rows: list[int], pairs: list[int],
+                  parts: list[int]) -> dict[bytes, bytes | None]:
+    """Encode the given rows, pairs and partitions of the learner's arrays ``a`` as records.
+
+    Works on the arrays directly (no intermediate tables): this is the flush hot path.
+    """
     out: dict[bytes, bytes | None] = {}
-    for r in t.rows:
-        chunks = [_ROW.pack(FORMAT, r.window is not None, r.count, r.last_ts, r.mass),
-                  np.ascontiguousarray(r.vector, "<f4").tobytes()]
-        if r.window is not None:
-            chunks.append(_LEN.pack(len(r.window)))
-            chunks.append(np.array([x[1] for x in r.window], "<f8").tobytes())
-            chunks.append(np.array([x[2] for x in r.window], "<f4").tobytes())
-            for item, _, _ in r.window:
-                b = item.encode()
-                chunks.append(_LEN.pack(len(b)) + b)
-        out[b"r" + _PART.pack(r.partition) + r.entity.encode()] = b"".join(chunks)
-    for p in t.pairs:
-        ub = p.user.encode()
-        key = b"a" + _PART.pack(p.partition) + _KLEN.pack(len(ub)) + ub + p.item.encode()
-        out[key] = _DEC.pack(FORMAT, p.value, p.last_ts)
-    for q in t.parts:
-        out[b"n" + _PART.pack(q.partition)] = _DEC.pack(FORMAT, q.mass, q.last_ts)
+    row_part, row_ent, row_slot = a.row_part, a.row_ent, a.row_slot
+    row_cnt, row_ts, row_mass, vecs = a.row_cnt, a.row_ts, a.row_mass, a.rows
+    win_len, win_e, win_ts, win_w = a.win_len, a.win_e, a.win_ts, a.win_w
+    pack_row, pack_part, pack_len = _ROW.pack, _PART.pack, _LEN.pack
+    for r in rows:
+        slot = int(row_slot[r])
+        head = pack_row(FORMAT, slot >= 0, int(row_cnt[r]), float(row_ts[r]), float(row_mass[r]))
+        chunks = [head, vecs[r].astype("<f4", copy=False).tobytes()]
+        if slot >= 0:
+            n = int(win_len[slot])
+            chunks.append(pack_len(n))
+            chunks.append(win_ts[slot, :n].astype("<f8", copy=False).tobytes())
+            chunks.append(win_w[slot, :n].astype("<f4", copy=False).tobytes())
+            for e in win_e[slot, :n].tolist():
+                b = ids[e].encode()
+                chunks.append(pack_len(len(b)) + b)
+        key = b"r" + pack_part(int(row_part[r])) + ids[int(row_ent[r])].encode()
+        out[key] = b"".join(chunks)
+    for q in pairs:
+        ur = int(a.pair_user_row[q])
+        ub = ids[int(row_ent[ur])].encode()
+        key = (b"a" + pack_part(int(row_part[ur])) + _KLEN.pack(len(ub)) + ub
+               + ids[int(a.pair_item_e[q])].encode())
+        out[key] = _DEC.pack(FORMAT, float(a.pair_val[q]), float(a.pair_ts[q]))
+    for k in parts:
+        out[b"n" + pack_part(int(a.part_id[k]))] = _DEC.pack(
+            FORMAT, float(a.part_mass[k]), float(a.part_ts[k]))
     return out
 
 
@@ -246,3 +262,197 @@ def from_arrays(d: Mapping[str, np.ndarray], dim: int) -> Tables:
         msg = f"cooc state_dict is incomplete or inconsistent: {exc!r}"
         raise StateError(msg) from exc
     return Tables(rows, pairs, parts)
+
+
+class StateMixin:
+    """Persistence methods of ``DecayedCooccurrence`` (kept here to keep modules short)."""
+
+    # provided by DecayedCooccurrence
+    _a: Any
+    _ids: list[str]
+    _eid: dict[str, int]
+    _row_of: dict[int, int]
+    _sdirty: dict[str, list[np.ndarray]]
+    _vdirty: list[np.ndarray]
+    _pending: set[int]
+    _meta_emitted: bool
+    window: int
+    dim: int
+    _reset: Callable[[], None]
+    _meta_bytes: Callable[[], bytes]
+    _entity: Callable[[str, list[int]], int]
+    _row: Callable[..., int]
+    _pair: Callable[[int, int], int]
+    _part: Callable[[int], int]
+    _init_random: Callable[[list[int]], None]
+    _refresh: Callable[[], None]
+    params: Callable[[], dict[str, Any]]
+
+    # ------------------------------------------------------------------ persistence
+    def _tables(self, rows: Iterable[int], pairs: Iterable[int], parts: Iterable[int]) -> Tables:
+        a, ids = self._a, self._ids
+        t = Tables()
+        for r in rows:
+            win = None
+            slot = int(a.row_slot[r])
+            if slot >= 0:
+                n = int(a.win_len[slot])
+                win = [(ids[int(a.win_e[slot, k])], float(a.win_ts[slot, k]),
+                        float(a.win_w[slot, k])) for k in range(n)]
+            t.rows.append(RowRec(int(a.row_part[r]), ids[int(a.row_ent[r])], int(a.row_cnt[r]),
+                                 float(a.row_ts[r]), float(a.row_mass[r]),
+                                 a.rows[r].copy(), win))
+        for q in pairs:
+            ur = int(a.pair_user_row[q])
+            t.pairs.append(PairRec(int(a.row_part[ur]), ids[int(a.row_ent[ur])],
+                                   ids[int(a.pair_item_e[q])], float(a.pair_val[q]),
+                                   float(a.pair_ts[q])))
+        for k in parts:
+            t.parts.append(PartRec(int(a.part_id[k]), float(a.part_mass[k]), float(a.part_ts[k])))
+        return t
+
+    @staticmethod
+    def _drain(chunks: list[np.ndarray]) -> list[int]:
+        out = np.concatenate(chunks).tolist() if chunks else []
+        chunks.clear()
+        return out
+
+    def state_changes(self) -> dict[bytes, bytes | None]:
+        """Return the state records changed since the last call, and reset.
+
+        Keys (opaque): ``b"m"`` params; ``b"r" + partition + entity`` one partition row
+        (float32 accumulator, count, last_ts, decayed mass and, for users, the window);
+        ``b"a" + partition + user + item`` one decayed affinity; ``b"n" + partition``
+        the partition's decayed total mass. Values are little-endian structs plus raw
+        ``tobytes()`` arrays (format byte first). Nothing is ever deleted (``None``).
+        There is no RNG state: random vectors are a pure function of ``(seed, id)``.
+        """
+        a = self._a
+        rows, pairs, parts = (self._drain(self._sdirty[k]) for k in ("row", "pair", "part"))
+        recs = encode_arrays(a, self._ids, rows, pairs, parts)
+        a.row_sdirty[rows] = 0
+        a.pair_sdirty[pairs] = 0
+        a.part_sdirty[parts] = 0
+        if not self._meta_emitted:
+            recs[META_KEY] = self._meta_bytes()
+            self._meta_emitted = True
+        return recs
+
+    def load_state_records(self, records: Iterable[tuple[bytes, bytes]]) -> None:
+        """Replace the state with the one described by stored records.
+
+        Parameters
+        ----------
+        records
+            ``(key, value)`` pairs as emitted by :meth:`state_changes` (last write per key).
+
+        Raises
+        ------
+        StateError
+            If the records were written with other params or another format, or are
+            inconsistent (e.g. a window naming an item without a row in its partition).
+        """
+        meta, tables = decode(records, self.dim)
+        if meta is not None and meta != self._meta_bytes():
+            msg = (f"cooc state records were written with {meta[1:].decode(errors='replace')}, "
+                   f"this learner has {self._meta_bytes()[1:].decode()}; use the same params "
+                   "or a new state version")
+            raise StateError(msg)
+        if meta is None and (tables.rows or tables.pairs or tables.parts):
+            msg = ("cooc state records have rows but no params record (b'm'); "
+                   "the state is incomplete")
+            raise StateError(msg)
+        self._rebuild(tables)
+        self._meta_emitted = meta is not None
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Return the full state as plain arrays, sorted by id (equal states give equal dicts).
+
+        Keys: ``params`` (0-d str, JSON); ``row_*`` one entry per (entity, partition)
+        sorted by entity then partition (``row_vector`` is ``(n, dim)`` float32);
+        ``window_*`` windows of user rows, oldest first, ``window_row`` indexing ``row_*``;
+        ``pair_*`` affinities sorted by user, partition, item; ``partition_*`` totals.
+        """
+        a = self._a
+        t = self._tables(range(a.n_row), range(a.n_pair), range(a.n_part))
+        d = to_arrays(t, self.dim)
+        d["params"] = np.array(self._meta_bytes()[1:].decode())
+        return d
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        """Replace the state with one produced by :meth:`state_dict`.
+
+        The next :meth:`state_changes` returns every record (params included), so a
+        snapshot restored into an empty feature store is written out in full.
+
+        Raises
+        ------
+        StateError
+            If keys are missing, the params differ from this learner's, or the arrays
+            are inconsistent.
+        """
+        params = str(np.asarray(state.get("params", "")))
+        if params != self._meta_bytes()[1:].decode():
+            msg = (f"cooc state_dict was made with params {params!r}, "
+                   f"this learner has {self.params()}")
+            raise StateError(msg)
+        self._rebuild(from_arrays(state, self.dim))
+        self._meta_emitted = False
+        a = self._a
+        for kind, n, flags in (("row", a.n_row, a.row_sdirty), ("pair", a.n_pair, a.pair_sdirty),
+                               ("part", a.n_part, a.part_sdirty)):
+            flags[:n] = 1
+            self._sdirty[kind] = [np.arange(n, dtype=np.int64)]
+
+    def _rebuild(self, t: Tables) -> None:
+        self._reset()
+        a = self._a
+        new: list[int] = []
+        for rec in sorted(t.rows, key=lambda x: (x.entity, x.partition)):
+            e = self._eid.get(rec.entity)
+            if e is None:
+                e = self._entity(rec.entity, new)
+            if ((rec.partition << SHIFT) | e) in self._row_of:
+                msg = f"cooc state has two rows for {rec.entity!r} in partition {rec.partition}"
+                raise StateError(msg)
+            r = self._row(rec.partition, e, user=rec.window is not None)
+            a = self._a
+            a.rows[r] = rec.vector
+            a.row_cnt[r], a.row_ts[r], a.row_mass[r] = rec.count, rec.last_ts, rec.mass
+        for rec in t.rows:
+            if rec.window is None:
+                continue
+            r = self._row_of[(rec.partition << SHIFT) | self._eid[rec.entity]]
+            slot = int(a.row_slot[r])
+            if len(rec.window) > self.window:
+                msg = (f"cooc state window of {rec.entity!r} has {len(rec.window)} items, "
+                       f"more than window={self.window}")
+                raise StateError(msg)
+            for k, (item, ts, w) in enumerate(rec.window):
+                ie = self._eid.get(item)
+                ir = None if ie is None else self._row_of.get((rec.partition << SHIFT) | ie)
+                if ir is None:
+                    msg = (f"cooc state window of {rec.entity!r} names {item!r}, which has no row "
+                           f"in partition {rec.partition}")
+                    raise StateError(msg)
+                a.win_e[slot, k], a.win_row[slot, k] = a.row_ent[ir], ir
+                a.win_ts[slot, k], a.win_w[slot, k] = ts, w
+            a.win_len[slot] = len(rec.window)
+        for prec in sorted(t.pairs, key=lambda x: (x.user, x.partition, x.item)):
+            ue, ie = self._eid.get(prec.user), self._eid.get(prec.item)
+            ur = None if ue is None else self._row_of.get((prec.partition << SHIFT) | ue)
+            if ur is None or ie is None:
+                msg = (f"cooc state affinity ({prec.user!r}, {prec.item!r}) in partition "
+                       f"{prec.partition} has no user or item row")
+                raise StateError(msg)
+            q = self._pair(ur, ie)
+            a = self._a
+            a.pair_val[q], a.pair_ts[q] = prec.value, prec.last_ts
+        for part in sorted(t.parts, key=lambda x: x.partition):
+            k = self._part(part.partition)
+            self._a.part_mass[k], self._a.part_ts[k] = part.mass, part.last_ts
+        self._init_random(new)
+        ents = np.arange(self._a.n_ent, dtype=np.int64)
+        self._vdirty = [ents]
+        self._refresh()
+        self._pending = set()

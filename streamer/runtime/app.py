@@ -42,12 +42,14 @@ def create_app(settings: Settings, spec: TopologySpec) -> faust.App:
     """
     w = settings.worker
     group = settings.consumer_group or f"{settings.topic_prefix}{spec.app_id}"
+    datadir = (settings.state_dir / "faust" / group).absolute()
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         group,
         broker=[f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")],
         store="memory://",
         autodiscover=False,
-        datadir=str(settings.state_dir / "faust" / group),
+        datadir=str(datadir),
         key_serializer="raw",
         value_serializer="raw",
         topic_allow_declare=False,
@@ -92,10 +94,6 @@ def create_app(settings: Settings, spec: TopologySpec) -> faust.App:
             )
         return holder["engine"]
 
-    @app.on_startup.connect
-    async def _open_state(app: faust.App, **kwargs: Any) -> None:  # noqa: ARG001
-        engine()
-
     @app.agent(source, name=f"{spec.name}-learner")
     async def learn(stream: faust.StreamT) -> None:
         eng = engine()
@@ -119,7 +117,7 @@ def create_app(settings: Settings, spec: TopologySpec) -> faust.App:
     async def metrics(web: Any, request: Any) -> Any:  # noqa: ARG001
         return web.json(engine().metrics())
 
-    @app.on_shutdown.connect
+    @app.on_before_shutdown.connect
     async def _close(app: faust.App, **kwargs: Any) -> None:  # noqa: ARG001
         if "producer" in holder:
             holder["producer"].flush()
@@ -153,6 +151,5 @@ def run_worker(settings: Settings, spec: TopologySpec, *, loglevel: str = "info"
     """Run the worker of ``spec`` until SIGINT/SIGTERM (blocks; exits the process)."""
     ensure_worker_topics(settings, spec)
     app = create_app(settings, spec)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True,
-                          workdir=str(settings.state_dir))
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -78,7 +78,8 @@ class EmbeddingTail(threading.Thread):
                     for m in msgs:
                         try:
                             ids.append(m.key.decode())
-                            recs.append(None if m.value is None else decode_record(m.value))
+                            recs.append(None if m.value is None
+                                        else decode_record(m.value, self.served.dim))
                         except (StateError, UnicodeDecodeError, AttributeError) as exc:
                             self.errors += 1
                             log.warning('bad embedding message topic="%s" offset=%d error="%s"',

@@ -247,6 +247,7 @@ def test_random_index_vectors_match_reference_generator(entity, seed, dim):
     ({"context_weighting": "ppmi2"}, "context_weighting"), ({"seed": "x"}, "seed"),
     ({"affinity_half_life_s": 0}, "affinity_half_life_s"),
     ({"affinity_weight": float("inf")}, "affinity_weight"),
+    ({"popularity_weight": -0.1}, "popularity_weight"),
 ])
 def test_bad_params_raise_config_error(kwargs, needle):
     with pytest.raises(ConfigError, match=needle):
@@ -305,8 +306,18 @@ def test_state_records_are_incremental():
     assert m.state_changes() == {}
 
 
+def test_state_dict_load_then_state_changes_writes_everything():
+    a = DecayedCooccurrence(dim=8, seed=1)
+    a.learn_many(make_events(1, n=80))
+    full = a.state_changes()
+    b = DecayedCooccurrence(dim=8, seed=1)
+    b.load_state_dict(a.state_dict())
+    assert b.state_changes() == full
+    assert b.state_changes() == {}
+
+
 def test_score_ranks_seen_items_by_affinity_then_unseen_by_cosine():
-    m = DecayedCooccurrence(dim=64, seed=4, affinity_half_life_s=10.0)
+    m = DecayedCooccurrence(dim=64, seed=4, affinity_half_life_s=10.0, popularity_weight=0.0)
     rows = [("o1", "a", 1.0, 0.0), ("o1", "c", 1.0, 1.0), ("o2", "a", 1.0, 2.0),
             ("o2", "c", 1.0, 3.0), ("me", "a", 1.0, 100.0), ("me", "b", 1.0, 200.0)]
     m.learn_many(EventBatch.from_rows(rows))
@@ -320,14 +331,24 @@ def test_score_ranks_seen_items_by_affinity_then_unseen_by_cosine():
     np.testing.assert_allclose(m.score_matrix(["u:me", "u:o1"], items)[0], s, rtol=1e-6)
 
 
-def test_affinity_weight_zero_scores_by_cosine():
-    m = DecayedCooccurrence(dim=32, affinity_weight=0.0)
-    m.learn_many(make_events(2, n=100))
+def test_affinity_weight_zero_scores_by_cosine_plus_popularity():
+    ev = make_events(2, n=200)
+    m = DecayedCooccurrence(dim=32, affinity_weight=0.0, popularity_weight=0.0, half_life_s=60.0)
+    m.learn_many(ev)
     ids = m.entity_ids()
-    items = [i for i in ids if i.startswith("i:")]
+    items = [i for i in ids if i.startswith("i:")] + ["i:unknown"]
     user = next(i for i in ids if i.startswith("u:"))
     vec, _ = m.vectors([user, *items])
-    np.testing.assert_allclose(m.score_items(user, items), vec[1:] @ vec[0], atol=1e-6)
+    cos = vec[1:] @ vec[0]
+    np.testing.assert_allclose(m.score_items(user, items), cos, atol=1e-6)
+    # popularity prior: decayed engagement mass over all partitions, read at one time
+    m.popularity_weight = 0.5
+    t_ref = max(m.last_event_ts(items[:-1]))
+    mass = np.array([sum(w * 0.5 ** ((t_ref - t) / 60.0) for i, w, t in zip(
+        ev.item_ids, ev.weights.tolist(), ev.ts.tolist(), strict=True) if "i:" + i == key)
+        for key in items])
+    np.testing.assert_allclose(m.score_items(user, items), cos + 0.5 * mass / mass.max(),
+                               atol=1e-5)
 
 
 def test_entity_disappears_when_its_row_decays_to_zero():
@@ -364,3 +385,15 @@ def test_docstring_examples():
     for mod in (cooccurrence, decay, prequential, registry):
         res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
         assert res.failed == 0 and res.attempted > 0, mod.__name__
+
+
+def test_largest_partition_number_keeps_rows_apart():
+    m = DecayedCooccurrence(dim=8, window=2)
+    top = 2**31 - 1
+    b = EventBatch(["u", "v", "u"], ["i", "i", "j"], np.ones(3, np.float32),
+                   np.array([0.0, 1.0, 2.0]), np.array([top, 5, top], np.int32))
+    m.learn_many(b)
+    sd = m.state_dict()
+    rows = sorted(zip(sd["row_entity"].tolist(), sd["row_partition"].tolist(), strict=True))
+    assert rows == [("i:i", 5), ("i:i", top), ("i:j", top), ("u:u", top), ("u:v", 5)]
+    assert m.update_counts(["i:i", "i:j"]).tolist() == [3, 1]  # i:i paired with j in top
