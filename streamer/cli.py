@@ -113,13 +113,15 @@ def worker(
     type_name: Annotated[str, typer.Option("--type", help="Embedding type to run",
                                            envvar="STREAMER_TYPE")],
     loglevel: Annotated[str, typer.Option(help="faust log level")] = "info",
+    noop: Annotated[bool, typer.Option(
+        "--noop", help="Benchmark baseline: only decode and ack.")] = False,
 ) -> None:
     """Run the faust worker of one embedding type (consumer group streamer-<type>-v<n>)."""
     from streamer.runtime.app import run_worker
 
     settings = _settings()
     spec = _spec(type_name)
-    run_worker(settings, spec, loglevel=loglevel)
+    run_worker(settings, spec, loglevel=loglevel, noop=noop)
 
 
 @app.command()
@@ -131,6 +133,8 @@ def serve(
                                              max=65535)] = None,
 ) -> None:
     """Serve the HTTP API as a reader replica tailing embeddings.<type>.v<n> topics."""
+    from functools import partial
+
     import uvicorn
 
     from streamer.index.hnsw import HnswIndex
@@ -142,18 +146,19 @@ def serve(
     from topologies import TOPOLOGIES
 
     settings = _settings()
+    idx = settings.index
     specs = [_spec(n) for n in type_names] if type_names else list(TOPOLOGIES)
     served: dict[str, ServedType] = {}
     tails = []
     for spec in specs:
         dim = build_learner(spec.algorithm, spec.params).dim
-        idx = settings.index
         st = ServedType(
             name=spec.name, version=spec.version, dim=dim, algorithm=spec.algorithm,
             description=spec.description, params=dict(spec.params),
-            index=KindedIndex(dim, factory=lambda dim: HnswIndex(
-                dim, m=idx.m, ef_construction=idx.ef_construction, ef_search=idx.ef_search,
-                initial_capacity=idx.initial_capacity, delta_max=idx.delta_max)),
+            index=KindedIndex(dim, factory=partial(
+                HnswIndex, m=idx.m, ef_construction=idx.ef_construction,
+                ef_search=idx.ef_search, initial_capacity=idx.initial_capacity,
+                delta_max=idx.delta_max)),
         )
         served[spec.name] = st
         tail = EmbeddingTail(settings.kafka_bootstrap, settings.topic(spec.output_topic), st)
@@ -182,8 +187,9 @@ def produce(
     partitions: Annotated[int | None, typer.Option(help="Partitions if the topic is created",
                                                    min=1)] = None,
 ) -> None:
-    """Load a data set (wikipedia, collegemsg, enron, lastfm-tags, lastfm-plays, lastfm-asia,
-    deezer) or a JSONL file into a topic, keeping event time as the record timestamp.
+    """Load a data set or a JSONL file into a topic (record timestamp = event time).
+
+    Data sets: wikipedia, collegemsg, enron, lastfm-tags, lastfm-plays, lastfm-asia, deezer.
     """
     from streamer.produce import produce_command
 

@@ -38,7 +38,7 @@ from streamer.index.base import VectorIndex
 from streamer.learn.base import OnlineLearner
 from streamer.store.base import FeatureRecord, FeatureTable, claim_manifest
 from streamer.topology import TopologySpec
-from streamer.types import Clock
+from streamer.types import Clock, item_key, user_key
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,13 @@ class Engine:
             batch = to_batch(events, partitions=parts, offsets=offs,
                              action_weights=self.spec.action_weights)
             self.learner.learn_many(batch)
-        changed = sorted(self.learner.changed())
+        # vectors that moved, plus every entity an event touched (its update_count and
+        # updated_at changed even when its normalised vector did not)
+        touched = self.learner.changed()
+        for e in events:
+            touched.add(user_key(e.user_id))
+            touched.add(item_key(e.item_id))
+        changed = sorted(touched)
         records: list[FeatureRecord] = []
         features: dict[str, FeatureRecord | None] = {}
         if changed:

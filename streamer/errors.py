@@ -58,6 +58,6 @@ class InvalidVector(StreamerError, ValueError):
 
 
 class StateError(StreamerError, RuntimeError):
-    """Persisted state is inconsistent or belongs to another type/version (operator action needed)."""
+    """Persisted state is inconsistent or belongs to another type/version (operator must act)."""
 
     http_status = 500

@@ -58,7 +58,8 @@ class TopologySpec:
     source: str = "engagements"
     partition_key: str = "user_id"
     dead_letters: str = "engagements.deadletter"
-    action_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_ACTION_WEIGHTS))
+    action_weights: Mapping[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_ACTION_WEIGHTS))
     description: str = ""
     owner: str = "streamer"
 

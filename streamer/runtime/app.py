@@ -17,6 +17,7 @@ from typing import Any
 import faust
 
 from streamer.engine import Engine, RawMessage, open_engine
+from streamer.events.decode import Decoder
 from streamer.runtime.kafka_sinks import EmbeddingPublisher, KafkaDeadLetters, make_producer
 from streamer.settings import Settings
 from streamer.topology import TopologySpec
@@ -25,7 +26,7 @@ from streamer.types import SystemClock
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, spec: TopologySpec) -> faust.App:
+def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) -> faust.App:
     """Build the faust App of ``spec`` (nothing connects until the worker starts).
 
     Parameters
@@ -34,6 +35,9 @@ def create_app(settings: Settings, spec: TopologySpec) -> faust.App:
         Runtime settings (broker, state dir, batching, timeouts, web port).
     spec
         The embedding type this worker owns.
+    noop
+        Benchmark baseline: only decode and ack (no learner, table, index or publish);
+        ``/metrics`` then reports offsets and decoder counters.
 
     Returns
     -------
@@ -94,10 +98,29 @@ def create_app(settings: Settings, spec: TopologySpec) -> faust.App:
             )
         return holder["engine"]
 
+    stats: dict[str, Any] = {"batches": 0, "messages": 0, "first_batch_wall_s": None,
+                             "last_batch_wall_s": None}
+    noop_offsets: dict[str, int] = {}
+    decoder = Decoder(actions=spec.action_weights, max_future_s=settings.max_future_s,
+                      clock=SystemClock())
+
     @app.agent(source, name=f"{spec.name}-learner")
     async def learn(stream: faust.StreamT) -> None:
-        eng = engine()
+        eng = None if noop else engine()
         async for events in stream.take_events(w.batch_max, within=w.batch_within_s):
+            now = time.time()
+            if stats["first_batch_wall_s"] is None:
+                stats["first_batch_wall_s"] = now
+            stats["batches"] += 1
+            stats["messages"] += len(events)
+            if eng is None:
+                for e in events:
+                    m = e.message
+                    decoder.decode(m.value, topic=m.topic, partition=m.partition,
+                                   offset=m.offset)
+                    noop_offsets[f"{m.topic}[{m.partition}]"] = m.offset
+                stats["last_batch_wall_s"] = time.time()
+                continue
             msgs = [
                 RawMessage(value=e.message.value, topic=e.message.topic,
                            partition=e.message.partition, offset=e.message.offset,
@@ -105,6 +128,7 @@ def create_app(settings: Settings, spec: TopologySpec) -> faust.App:
                 for e in events
             ]
             res = eng.process(msgs)
+            stats["last_batch_wall_s"] = time.time()
             log.debug("batch seen=%d accepted=%d rejected=%d skipped=%d changed=%d",
                       res.seen, res.accepted, res.rejected, res.skipped, len(res.changed))
 
@@ -115,7 +139,12 @@ def create_app(settings: Settings, spec: TopologySpec) -> faust.App:
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:  # noqa: ARG001
-        return web.json(engine().metrics())
+        if noop:
+            body: dict[str, Any] = {"type": spec.name, "noop": True,
+                                    "offsets": dict(noop_offsets), **decoder.counters}
+        else:
+            body = engine().metrics()
+        return web.json({**body, "throughput": dict(stats)})
 
     @app.on_before_shutdown.connect
     async def _close(app: faust.App, **kwargs: Any) -> None:  # noqa: ARG001
@@ -147,9 +176,10 @@ def ensure_worker_topics(settings: Settings, spec: TopologySpec) -> None:
     })
 
 
-def run_worker(settings: Settings, spec: TopologySpec, *, loglevel: str = "info") -> None:
+def run_worker(settings: Settings, spec: TopologySpec, *, loglevel: str = "info",
+               noop: bool = False) -> None:
     """Run the worker of ``spec`` until SIGINT/SIGTERM (blocks; exits the process)."""
     ensure_worker_topics(settings, spec)
-    app = create_app(settings, spec)
+    app = create_app(settings, spec, noop=noop)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

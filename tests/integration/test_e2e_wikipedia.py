@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import json
 import time
 import uuid
 from pathlib import Path
@@ -18,12 +19,11 @@ import numpy as np
 import pytest
 
 from streamer.client import Client
-from streamer.datasets import load_wire
+from streamer.datasets import load_events, load_wire
 from streamer.kafka_io import TopicSpec, consume_all, end_offsets, ensure_topics, produce_events
 from streamer.store.rocks import RocksFeatureTable
-from streamer.datasets import load_events
 from streamer.testing.badevents import bad_messages
-from tests.integration.workerproc import ServeProcess, WorkerProcess
+from streamer.testing.procs import ServeProcess, WorkerProcess
 from topologies import TOPOLOGIES
 
 pytestmark = pytest.mark.integration
@@ -35,22 +35,29 @@ N_BAD = 1000
 def mix_in_bad_messages(valid: list, *, n_bad: int, seed: int) -> tuple[list, list]:
     """Return (stream with bad messages inserted at seeded positions, the bad messages).
 
-    Duplicates copy events of the first half and are inserted in the last 40%, so each
-    comes after its original (same key, hence same partition).
+    A duplicate re-sends an earlier event (same event_id, key and content) 1..2000
+    messages after its original, well inside the event-time dedup window, as a producer
+    retry would; other bad messages go anywhere.
     """
-    originals = list(load_events("wikipedia"))[: len(valid) // 2]
+    originals = list(load_events("wikipedia"))
     bad = bad_messages(n_bad, seed=seed, now_s=time.time(), originals=originals)
     rng = np.random.default_rng(seed)
     n = len(valid)
-    pos = [int(rng.integers(int(n * 0.6), n)) if b.kind == "duplicate"
-           else int(rng.integers(0, n)) for b in bad]
     inserts: dict[int, list] = collections.defaultdict(list)
-    for p, b in zip(pos, bad, strict=True):
-        inserts[p].append((b.key, b.value, b.timestamp_ms))
+    for b in bad:
+        if b.kind == "duplicate":
+            event_id = json.loads(b.value)["event_id"]
+            orig = int(event_id.split(":")[1]) - 1  # wikipedia:<1-based line>
+            assert valid[orig][1] == b.value
+            pos = min(n, orig + 1 + int(rng.integers(0, 2000)))
+        else:
+            pos = int(rng.integers(0, n + 1))
+        inserts[pos].append((b.key, b.value, b.timestamp_ms))
     out = []
-    for i, m in enumerate(valid):
+    for i in range(n + 1):
         out.extend(inserts.get(i, ()))
-        out.append(m)
+        if i < n:
+            out.append(valid[i])
     return out, bad
 
 

@@ -1,4 +1,4 @@
-"""Run `streamer worker` / `streamer serve` as real subprocesses for integration tests."""
+"""Run `streamer worker` / `streamer serve` as real subprocesses (integration tests, benchmarks)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 
 def free_port() -> int:
+    """Return a TCP port that was free on 127.0.0.1 a moment ago."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -23,8 +24,10 @@ class WorkerProcess:
     """A `python -m streamer worker --type T` subprocess with its /metrics page."""
 
     def __init__(self, type_name: str, *, bootstrap: str, state_dir: Path, prefix: str,
-                 group: str, log_path: Path, extra_env: dict[str, str] | None = None):
+                 group: str, log_path: Path, extra_env: dict[str, str] | None = None,
+                 noop: bool = False):
         self.type_name = type_name
+        self.noop = noop
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -41,18 +44,22 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
+        """Start (or restart) the worker subprocess in its own session."""
         self.port = free_port()
         self.env["STREAMER_WORKER__WEB_PORT"] = str(self.port)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamer", "worker", "--type", self.type_name],
+            [sys.executable, "-m", "streamer", "worker", "--type", self.type_name,
+             *(["--noop"] if self.noop else [])],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
     def alive(self) -> bool:
+        """Return True while the subprocess runs."""
         return self.proc is not None and self.proc.poll() is None
 
     def metrics(self) -> dict | None:
+        """Return the worker's /metrics JSON, or None if it does not answer."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
                 return json.loads(r.read())
@@ -67,10 +74,18 @@ class WorkerProcess:
         return sum(o + 1 for o in m["offsets"].values())
 
     def wait_applied(self, total: int, timeout_s: float = 300) -> dict:
+        """Wait until ``total`` messages are applied; return the metrics.
+
+        Raises
+        ------
+        AssertionError
+            If the worker dies or the timeout (wall s) passes.
+        """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.alive():
-                raise AssertionError(f"worker died; log:\n{self.tail_log()}")
+                msg = f"worker died; log:\n{self.tail_log()}"
+                raise AssertionError(msg)
             m = self.metrics()
             if m and sum(o + 1 for o in m["offsets"].values()) >= total:
                 return m
@@ -79,11 +94,13 @@ class WorkerProcess:
                              f"(at {self.applied()}); log:\n{self.tail_log()}")
 
     def kill(self) -> None:
+        """SIGKILL the worker's process group and wait for it."""
         assert self.proc is not None
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(30)
 
     def stop(self, timeout_s: float = 60) -> int:
+        """SIGTERM the worker (SIGKILL after ``timeout_s``); return its exit code."""
         assert self.proc is not None
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -95,6 +112,7 @@ class WorkerProcess:
         return self.proc.returncode
 
     def tail_log(self, n: int = 60) -> str:
+        """Return the last ``n`` lines of the log."""
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         except OSError:
@@ -122,6 +140,7 @@ class ServeProcess:
         return self
 
     def wait_caught_up(self, type_name: str, expected: int, timeout_s: float) -> dict:
+        """Wait until serve reports ``type_name`` caught up with ``expected`` ids."""
         deadline = time.monotonic() + timeout_s
         last: dict = {}
         while time.monotonic() < deadline:
