@@ -95,8 +95,10 @@ def check_upsert_is_idempotent(make: IndexFactory, tmp: Path) -> None:
     idx = make(dim=8)
     ids, x = _ids(40), _gaussian(rng, 40, 8)
     idx.upsert(ids, x)
+    assert idx.wait_idle(60)
     first = idx.knn_batch(x[:5], 5)
     idx.upsert(ids, x)
+    assert idx.wait_idle(60)
     assert len(idx) == 40
     vectors, mask = idx.get(ids)
     assert mask.all()
@@ -221,6 +223,7 @@ def check_invalid_input_rejected_without_change(make: IndexFactory, tmp: Path) -
     idx = make(dim=dim)
     ids, x = _ids(20), _gaussian(rng, 20, dim)
     idx.upsert(ids, x)
+    assert idx.wait_idle(60)  # background maintenance must not move things meanwhile
     q = _gaussian(rng, 1, dim)[0]
     before = (len(idx), idx.get(ids)[0].copy(), idx.knn(q, 5), idx.stats())
     good = _gaussian(rng, 1, dim)
@@ -271,6 +274,7 @@ def check_invalid_input_rejected_without_change(make: IndexFactory, tmp: Path) -
         else:
             msg = f"expected {error.__name__}"
             raise AssertionError(msg)
+    assert idx.wait_idle(60)
     assert len(idx) == before[0]
     assert "i:new" not in idx and "i:bad" not in idx
     np.testing.assert_array_equal(idx.get(ids)[0], before[1])
@@ -302,6 +306,7 @@ def check_knn_batch_matches_knn(make: IndexFactory, tmp: Path) -> None:
     rng = np.random.default_rng(9)
     idx = make(dim=8)
     idx.upsert(_ids(60), _gaussian(rng, 60, 8))
+    assert idx.wait_idle(60)
     qs = _gaussian(rng, 12, 8)
     batch = idx.knn_batch(qs, 7, exclude=["i:1", "i:2"])
     for q, answer in zip(qs, batch, strict=True):
@@ -319,6 +324,7 @@ def check_save_load_same_answers(make: IndexFactory, tmp: Path) -> None:
     idx.fold()
     idx.upsert(ids[:20], _gaussian(rng, 20, 12))  # buffered updates are saved too
     idx.delete(ids[280:])
+    assert idx.wait_idle(60)  # nothing moves between save and the comparisons
     idx.save(tmp / "index")
     loaded = type(idx).load(tmp / "index")
     generic = load_index(tmp / "index")
@@ -336,7 +342,9 @@ def check_save_load_same_answers(make: IndexFactory, tmp: Path) -> None:
     for target in (idx, loaded):
         target.upsert(more_ids, more)
         target.delete(ids[:10])
+        target.fold()  # a background original folds on its own schedule: align them
     assert len(loaded) == len(idx)
+    np.testing.assert_array_equal(loaded.get(ids + more_ids)[0], idx.get(ids + more_ids)[0])
     assert [_ids_of(a) for a in loaded.knn_batch(qs, 10)] == [
         _ids_of(a) for a in idx.knn_batch(qs, 10)
     ]
@@ -490,6 +498,144 @@ def check_concurrent_queries_during_upserts(make: IndexFactory, tmp: Path) -> No
     _check(idx)
 
 
+def check_close_and_context_manager(make: IndexFactory, tmp: Path) -> None:
+    """Check ``close`` is idempotent, the context manager closes, and a closed index still works.
+
+    After ``close`` (background work stopped) upserts, deletes, folds and queries keep
+    matching the oracle; ``wait_idle`` answers True at once.
+    """
+    rng = np.random.default_rng(16)
+    oracle = ExactIndex(6)
+    ids, x = _ids(30) + _ids(10, "u:"), _gaussian(rng, 40, 6)
+    with make(dim=6) as idx:
+        idx.upsert(ids, x)
+        oracle.upsert(ids, x)
+    idx.close()
+    assert idx.wait_idle(5)
+    y = _gaussian(rng, 20, 6)
+    for target in (idx, oracle):
+        target.upsert(ids[:20], y)
+        target.delete(ids[30:35])
+    idx.fold()
+    idx.rebuild()
+    assert len(idx) == len(oracle) == 35
+    np.testing.assert_allclose(idx.get(ids)[0], oracle.get(ids)[0], atol=1e-6)
+    for q in _gaussian(rng, 5, 6):
+        assert _ids_of(idx.knn(q, 5)) == _ids_of(oracle.knn(q, 5))
+    _check(idx)
+
+
+def _assert_same_as_oracle(idx: VectorIndex, oracle: ExactIndex, pool: list[str]) -> None:
+    """Assert the same live ids and vectors, and that a query for everything returns them."""
+    assert len(idx) == len(oracle)
+    got, mask = idx.get(pool)
+    want, want_mask = oracle.get(pool)
+    np.testing.assert_array_equal(mask, want_mask)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    q = _unit(np.linspace(-1.0, 1.0, idx.dim, dtype=np.float32) + 0.1)
+    answer = idx.knn(q, max(1, len(oracle)))
+    _assert_well_formed(answer, max(1, len(oracle)))
+    truth = dict(oracle.knn(q, max(1, len(oracle))))
+    assert set(_ids_of(answer)) == set(truth), "live set differs from the oracle's"
+    for entity, score in answer:  # every id answers with its latest vector
+        assert abs(score - truth[entity]) < 1e-5, (entity, score, truth[entity])
+    _check(idx)
+
+
+def check_concurrent_writers_match_oracle(make: IndexFactory, tmp: Path) -> None:
+    """Check writers, readers and (background) maintenance together never break the contract.
+
+    Two writer threads upsert and delete their own ids (applying each operation to the
+    index, then to the oracle) while two readers query, read and check the internal
+    invariants non-stop. At all times: answers are well formed, ``k`` long, never hold
+    a deleted id, and a writer's fresh vector is visible to its very next ``get`` and
+    ``knn``. At each quiescent point (writers paused, maintenance possibly running) and
+    at the end, the index holds exactly the oracle's ids and vectors.
+    """
+    dim, n_writers, rounds, ops = 8, 2, 4, 50
+    idx, oracle = make(dim=dim), ExactIndex(dim)
+    rng = np.random.default_rng(17)
+    stable = _ids(20, "i:s")
+    gone = _ids(30, "u:gone")
+    pools = [_ids(40, f"i:w{w}-") + _ids(20, f"u:w{w}-") for w in range(n_writers)]
+    first = _gaussian(rng, 50, dim)
+    for target in (idx, oracle):
+        target.upsert(stable + gone, first)
+    idx.delete(gone)
+    oracle.delete(gone)
+    universe = set(stable).union(*pools)
+    pause = threading.Barrier(n_writers + 1)
+    finished = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer(w: int) -> None:
+        wrng, pool = np.random.default_rng(100 + w), pools[w]
+        try:
+            for _ in range(rounds):
+                for _ in range(ops):
+                    chosen = [pool[j] for j in wrng.choice(len(pool), int(wrng.integers(1, 7)),
+                                                           replace=False)]
+                    if wrng.random() < 0.35:
+                        idx.delete(chosen)
+                        oracle.delete(chosen)
+                        continue
+                    v = _gaussian(wrng, len(chosen), dim)
+                    idx.upsert(chosen, v)
+                    oracle.upsert(chosen, v)
+                    got, mask = idx.get(chosen)
+                    assert mask.all()
+                    np.testing.assert_allclose(got, _unit(v), atol=1e-6)
+                    assert idx.knn(v[0], 1)[0][0] == chosen[0], "fresh vector not visible"
+                pause.wait(120)  # quiescent point: the main thread checks
+                pause.wait(120)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+            pause.abort()
+
+    def reader(seed: int) -> None:
+        rrng, count = np.random.default_rng(seed), 0
+        try:
+            while not finished.is_set():
+                answer = idx.knn(_gaussian(rrng, 1, dim)[0], 10)
+                _assert_well_formed(answer, 10)
+                assert len(answer) == 10
+                assert set(_ids_of(answer)) <= universe and not set(_ids_of(answer)) & set(gone)
+                if count % 5 == 0:
+                    assert idx.get(stable)[1].all()
+                    _check(idx)
+                count += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(n_writers)]
+    threads += [threading.Thread(target=reader, args=(200 + r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(rounds):
+            pause.wait(120)
+            _assert_same_as_oracle(idx, oracle, stable + gone + [e for p in pools for e in p])
+            pause.wait(120)
+    except threading.BrokenBarrierError:
+        pass  # a writer failed: its error is raised below
+    except BaseException:
+        pause.abort()  # release the writers, then report this failure
+        raise
+    finally:
+        finished.set()
+        for t in threads:
+            t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a thread hung (deadlock?)"
+    if errors:
+        raise errors[0]
+    everything = stable + gone + [e for p in pools for e in p]
+    _assert_same_as_oracle(idx, oracle, everything)
+    assert idx.wait_idle(120)
+    _assert_same_as_oracle(idx, oracle, everything)
+    idx.fold()
+    _assert_same_as_oracle(idx, oracle, everything)
+
+
 def yield_checks(make: IndexFactory) -> Iterator[Check]:
     """Yield every contract check that applies to indexes built by ``make``.
 
@@ -512,3 +658,5 @@ def yield_checks(make: IndexFactory) -> Iterator[Check]:
     yield check_recall_vs_exact
     yield check_matches_oracle_after_random_ops
     yield check_concurrent_queries_during_upserts
+    yield check_close_and_context_manager
+    yield check_concurrent_writers_match_oracle

@@ -224,8 +224,11 @@ class VectorIndex(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def load(cls, path: Path) -> VectorIndex:
+    def load(cls, path: Path, *, background: bool = False) -> VectorIndex:
         """Read an index written by :meth:`save` of the same class.
+
+        ``background`` starts background maintenance where the class has any (not
+        persisted: a runtime choice); others ignore it.
 
         Raises
         ------
@@ -233,6 +236,36 @@ class VectorIndex(abc.ABC):
             The manifest is missing, of another format version or index kind, or
             disagrees with the data files.
         """
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until background maintenance (if any) has nothing left to do.
+
+        Parameters
+        ----------
+        timeout
+            Wall seconds to wait at most; None waits for ever.
+
+        Returns
+        -------
+        bool
+            True when idle (at once for indexes without background work), False if
+            ``timeout`` ran out.
+
+        Raises
+        ------
+        StateError
+            A background maintenance thread died on an error.
+        """
+        return True
+
+    def close(self) -> None:  # noqa: B027 - optional hook, default is "nothing to stop"
+        """Stop background work, if any; idempotent. The index stays usable."""
+
+    def __enter__(self) -> VectorIndex:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _check_invariants(self) -> None:  # noqa: B027 - optional hook, default is "nothing to check"
         """Raise ``AssertionError`` if internal bookkeeping is inconsistent (contract tests)."""
@@ -518,8 +551,10 @@ def read_manifest(path: Path, kind: str | None) -> dict[str, Any]:
     return manifest
 
 
-def load_index(path: Path) -> VectorIndex:
+def load_index(path: Path, *, background: bool = False) -> VectorIndex:
     """Load any saved index, dispatching on the manifest's ``kind``.
+
+    ``background`` is passed on to the class's ``load`` (HNSW maintenance thread).
 
     Raises
     ------
@@ -539,7 +574,7 @@ def load_index(path: Path) -> VectorIndex:
     if kind not in kinds:
         msg = f"index at {str(path)!r} has unknown kind {kind!r}; expected one of {sorted(kinds)}"
         raise StateError(msg)
-    return kinds[kind].load(path)
+    return kinds[kind].load(path, background=background)
 
 
 def grow_capacity(current: int, needed: int) -> int:

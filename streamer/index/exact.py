@@ -248,8 +248,8 @@ class ExactIndex(VectorIndex):
         write_manifest(path, manifest)
 
     @classmethod
-    def load(cls, path: Path) -> ExactIndex:
-        """Read an index written by :meth:`save`.
+    def load(cls, path: Path, *, background: bool = False) -> ExactIndex:
+        """Read an index written by :meth:`save` (``background`` is ignored: no maintenance).
 
         Raises
         ------

@@ -66,7 +66,11 @@ class KindedIndex(VectorIndex):
         Vector dimension shared by both kinds.
     factory
         Builds each child: ``factory(dim=dim) -> VectorIndex`` (a class such as
-        ``HnswIndex`` or a ``functools.partial`` carrying its parameters).
+        ``HnswIndex`` or a ``functools.partial`` carrying its parameters). The factory
+        decides about background maintenance, e.g.
+        ``partial(HnswIndex, background=True)`` gives each kind its own maintenance
+        thread; :meth:`close`, :meth:`wait_idle`, :meth:`fold` and :meth:`rebuild`
+        are passed on to both children.
 
     Raises
     ------
@@ -168,6 +172,21 @@ class KindedIndex(VectorIndex):
         """Rebuild both children."""
         for part in self._parts.values():
             part.rebuild()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until both children's background maintenance is idle (``timeout`` each).
+
+        Raises
+        ------
+        StateError
+            A child's maintenance thread died on an error.
+        """
+        return all([part.wait_idle(timeout) for part in self._parts.values()])
+
+    def close(self) -> None:
+        """Stop both children's background work; idempotent."""
+        for part in self._parts.values():
+            part.close()
 
     # ------------------------------------------------------------------ queries
 
@@ -273,10 +292,11 @@ class KindedIndex(VectorIndex):
         write_manifest(path, manifest)
 
     @classmethod
-    def load(cls, path: Path) -> KindedIndex:
+    def load(cls, path: Path, *, background: bool = False) -> KindedIndex:
         """Load both children (whatever their class) from a directory written by :meth:`save`.
 
-        The loaded index keeps the children's own class as its factory.
+        The loaded index keeps the children's own class as its factory; ``background``
+        is passed on to the children's ``load``.
 
         Raises
         ------
@@ -287,7 +307,8 @@ class KindedIndex(VectorIndex):
         manifest = read_manifest(path, "kinded")
         try:
             dim = int(manifest["dim"])
-            parts = {kind: load_index(path / manifest["parts"][kind]) for kind in KINDS}
+            parts = {kind: load_index(path / manifest["parts"][kind], background=background)
+                     for kind in KINDS}
         except (KeyError, TypeError, ValueError) as exc:
             msg = f"cannot load kinded index from {str(path)!r}: {exc}"
             raise StateError(msg) from exc

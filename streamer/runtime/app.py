@@ -176,10 +176,23 @@ def ensure_worker_topics(settings: Settings, spec: TopologySpec) -> None:
     })
 
 
+def _use_uvloop() -> None:
+    """Run faust on uvloop when installed (measured: faust's per-message asyncio overhead
+    dominates a no-op worker; see benchmarks/e2e.py)."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return
+    import mode.loop
+
+    mode.loop.use("uvloop")
+
+
 def run_worker(settings: Settings, spec: TopologySpec, *, loglevel: str = "info",
                noop: bool = False) -> None:
     """Run the worker of ``spec`` until SIGINT/SIGTERM (blocks; exits the process)."""
     ensure_worker_topics(settings, spec)
+    _use_uvloop()
     app = create_app(settings, spec, noop=noop)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

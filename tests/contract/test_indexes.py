@@ -23,9 +23,18 @@ FACTORIES: dict[str, IndexFactory] = {
     "hnsw-small-delta": partial(HnswIndex, delta_max=7, initial_capacity=64, ef_construction=100),
     # no buffering at all: every upsert goes straight into the graph
     "hnsw-no-delta": partial(HnswIndex, delta_max=1, initial_capacity=16),
+    # background maintenance thread: folds and rebuilds run concurrently with the checks
+    "hnsw-background": partial(
+        HnswIndex, background=True, delta_max=7, delta_cap=28, initial_capacity=64,
+        ef_construction=100, max_pause_s=0.002,
+    ),
     "kinded-exact": partial(KindedIndex, factory=ExactIndex),
     "kinded-hnsw": partial(
         KindedIndex, factory=partial(HnswIndex, delta_max=32, initial_capacity=64)
+    ),
+    "kinded-hnsw-background": partial(
+        KindedIndex, factory=partial(HnswIndex, background=True, delta_max=16,
+                                     initial_capacity=64)
     ),
 }
 

@@ -6,6 +6,7 @@ what is specific to the hnswlib adaptor (DESIGN §4), always against the exact o
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 from pathlib import Path
@@ -13,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from streamer.checks.indexes import check_concurrent_writers_match_oracle
 from streamer.errors import ConfigError, StateError
+from streamer.index.delta import DeltaBuffer
 from streamer.index.exact import ExactIndex
 from streamer.index.hnsw import HnswIndex
 
@@ -222,36 +225,63 @@ def test_rebuild_concurrent_with_writes_ends_like_the_oracle(rng):
     assert len(idx) == len(oracle)
 
 
-def test_writes_during_a_rebuild_are_kept(rng, monkeypatch):
+class _GatedGraph:
+    """Wraps a new hnswlib graph so its first ``add_items`` waits for ``release``."""
+
+    def __init__(self, graph, started: threading.Event, release: threading.Event) -> None:
+        self._graph, self._started, self._release = graph, started, release
+
+    def add_items(self, *args, **kwargs):
+        self._started.set()
+        assert self._release.wait(30)
+        return self._graph.add_items(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._graph, name)
+
+
+def _gate_new_graphs(idx, monkeypatch, *, before_copy: bool):
+    """Make the next rebuild stop before copying vectors out, or after (in add_items)."""
+    started, release = threading.Event(), threading.Event()
+    new_graph = idx._new_graph
+
+    def gated(capacity):
+        if before_copy:
+            started.set()
+            assert release.wait(30)
+            return new_graph(capacity)
+        return _GatedGraph(new_graph(capacity), started, release)
+
+    monkeypatch.setattr(idx, "_new_graph", gated)
+    return started, release
+
+
+@pytest.mark.parametrize(("before_copy", "tombstones"), [(True, 0), (False, 15)])
+def test_writes_during_a_rebuild_are_kept(rng, monkeypatch, before_copy, tombstones):
     idx, oracle = HnswIndex(8, delta_max=4, tombstone_ratio=None), ExactIndex(8)
     x = _vectors(rng, 40)
     for target in (idx, oracle):
         target.upsert(_ids(40), x)
-    started, release = threading.Event(), threading.Event()
-    new_graph = idx._new_graph
-
-    def slow_new_graph(capacity):
-        started.set()
-        assert release.wait(30)
-        return new_graph(capacity)
-
-    monkeypatch.setattr(idx, "_new_graph", slow_new_graph)
+    started, release = _gate_new_graphs(idx, monkeypatch, before_copy=before_copy)
     thread = threading.Thread(target=idx.rebuild)
     thread.start()
     assert started.wait(30)
     # the rebuild is building without the lock: queries and writes go on
     y, z = _vectors(rng, 10), _vectors(rng, 3)
     for target in (idx, oracle):
-        target.upsert(_ids(10), y)  # graph copies dropped, 10 > delta_max: fold deferred
+        target.upsert(_ids(10), y)  # 10 > delta_max: folded into the old graph at once
         target.delete(_ids(5, 20))
         target.upsert(_ids(3, 100), z)
-    assert idx.stats().delta == 13
+    assert (idx.stats().delta, idx.stats().graph) == (3, 35)
+    assert set(idx._dirty) == set(_ids(10)) | set(_ids(5, 20))
     _same_answers(idx, oracle, _vectors(rng, 5), 8)
     release.set()
     thread.join(timeout=30)
     assert not thread.is_alive()
     stats = idx.stats()
-    assert stats.delta == 0 and stats.tombstones == 15  # replayed on the new graph
+    # changed before their copy: skipped; after: tombstoned in the new graph. The 10
+    # re-folded ids went back to the buffer at the swap and were folded again.
+    assert (stats.delta, stats.graph, stats.tombstones) == (0, 38, tombstones)
     idx._check_invariants()
     _same_answers(idx, oracle, _vectors(rng, 5), 8)
 
@@ -276,7 +306,7 @@ def test_manifest_keeps_parameters_hnswlib_does_not_save(rng, tmp_path: Path):
     assert manifest["params"]["ef_search"] == 77 and manifest["params"]["m"] == 8
     assert manifest["tombstones"] == 2
     assert sorted(manifest["labels"]) == sorted(idx._label_of)
-    assert manifest["delta_ids"] == idx._delta_ids
+    assert manifest["delta_ids"] == idx._delta.ids
     loaded = HnswIndex.load(tmp_path)
     assert loaded._graph.ef == 77  # hnswlib alone would come back with ef=10
     assert (loaded.m, loaded.ef_construction, loaded.seed, loaded.delta_max) == (8, 50, 3, 10)
@@ -332,9 +362,216 @@ def test_load_refuses_inconsistent_or_foreign_state(rng, tmp_path: Path):
         {"tombstone_ratio": float("nan")},
         {"num_threads": 0},
         {"seed": -1},
+        {"delta_max": 8, "delta_cap": 7},
+        {"max_pause_s": 0},
+        {"max_pause_s": float("inf")},
+        {"max_pause_s": True},
     ],
 )
 def test_constructor_rejects_bad_parameters(kwargs):
     args = {"dim": 4, **kwargs}
     with pytest.raises(ConfigError):
         HnswIndex(**args)
+
+
+# --------------------------------------------------------------------- delta buffer
+
+
+def test_delta_buffer_coalesces_swap_removes_and_picks_the_oldest(rng):
+    buf = DeltaBuffer(4, capacity=2)
+    x = _vectors(rng, 6, 4)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    buf.put(_ids(3), x[:3], seq=1)
+    buf.put(_ids(2, 3), x[3:5], seq=2)  # grows past the initial 2 rows
+    buf.put(["i:0"], x[5:6], seq=3)  # overwrites in place: still 5 rows
+    assert len(buf) == 5 and buf.capacity >= 5
+    assert buf.oldest(2) == ["i:1", "i:2"] and buf.oldest(10, max_seq=2) == _ids(4, 1)
+    assert buf.remove("i:1") and not buf.remove("i:1")
+    assert buf.ids == ["i:0", "i:4", "i:2", "i:3"]  # the last row moved into the hole
+    buf.check()
+    want = dict(zip(_ids(5), [x[5], x[1], x[2], x[3], x[4]], strict=True))
+    np.testing.assert_array_equal(buf.vectors, np.stack([want[e] for e in buf.ids]))
+    np.testing.assert_array_equal(buf.seqs, [3, 2, 1, 2])
+    q = _vectors(rng, 3, 4)
+    np.testing.assert_allclose(buf.scores(q), q @ buf.vectors.T, rtol=1e-6)
+    vectors, seqs = buf.take(["i:3", "i:0"])
+    np.testing.assert_array_equal(vectors, np.stack([want["i:3"], want["i:0"]]))
+    assert seqs.tolist() == [2, 3] and buf.min_seq() == 1
+    buf.put(_ids(12, 50), np.repeat(x[:1], 12, axis=0), seq=4)  # 16 rows
+    assert buf.capacity == 16
+    for entity in list(buf.ids):
+        buf.remove(entity)
+    buf.compact()  # gives the memory back
+    assert buf.capacity == 2 and buf.min_seq() is None and buf.oldest(3) == []
+
+
+# --------------------------------------------------------------------- background
+
+
+def _paused(idx, monkeypatch):
+    """Hold the maintenance thread before its next unit of work until the event is set."""
+    go = threading.Event()
+    work = idx._maintain_once
+
+    def gated(maint):
+        assert go.wait(30)
+        return work(maint)
+
+    monkeypatch.setattr(idx, "_maintain_once", gated)
+    return go
+
+
+def test_background_upserts_buffer_until_the_cap_then_fold_the_oldest(rng, monkeypatch):
+    idx, oracle = HnswIndex(8, background=True, delta_max=10, delta_cap=30), ExactIndex(8)
+    go = _paused(idx, monkeypatch)
+    for start in range(0, 30, 5):  # 30 distinct ids: at the cap, nothing folded
+        x = _vectors(rng, 5)
+        for target in (idx, oracle):
+            target.upsert(_ids(5, start), x)
+    assert (idx.stats().delta, idx.stats().graph) == (30, 0)
+    assert idx.maintenance_stats().folds == 0
+    x = _vectors(rng, 4)
+    for target in (idx, oracle):
+        target.upsert(_ids(2) + _ids(2, 30), x)  # refresh 2 old ids, add 2: 32 > cap
+    assert (idx.stats().delta, idx.stats().graph) == (30, 2)
+    assert set(idx._label_of) == {"i:2", "i:3"}  # the two oldest, untouched since
+    assert idx.maintenance_stats().backpressure_folds == 1
+    _same_answers(idx, oracle, _vectors(rng, 5), 6)
+    go.set()
+    assert idx.wait_idle(30)
+    assert (idx.stats().delta, idx.stats().graph) == (10, 22)
+    kept = set(idx._delta.ids)  # the freshest stay: 4 from the last call, 5 + 1 before
+    assert kept > set(_ids(2) + _ids(7, 25)) and len(kept & set(_ids(5, 20))) == 1
+    idx._check_invariants()
+    _same_answers(idx, oracle, _vectors(rng, 5), 6)
+    idx.close()
+
+
+def test_background_fold_and_rebuild_run_in_the_maintenance_thread(rng, monkeypatch):
+    threads: list[str] = []
+    with HnswIndex(8, background=True, delta_max=100, tombstone_ratio=None) as idx:
+        rebuild = idx._rebuild
+
+        def recorded(maint):
+            threads.append(threading.current_thread().name)
+            rebuild(maint)
+
+        monkeypatch.setattr(idx, "_rebuild", recorded)
+        idx.upsert(_ids(60), _vectors(rng, 60))
+        assert idx.wait_idle(30) and idx.stats().delta == 60  # below delta_max: no fold
+        idx.fold()
+        assert (idx.stats().delta, idx.stats().graph) == (0, 60)
+        idx.upsert(_ids(20), _vectors(rng, 20))
+        idx.fold()
+        assert idx.stats().tombstones == 20
+        idx.rebuild()
+        assert idx.stats().tombstones == 0 and len(idx) == 60
+        assert len(threads) == 1 and threads[0] == idx._maint._thread.name
+        assert threads[0].startswith("hnsw-maintenance")
+        stats = idx.maintenance_stats()
+        assert stats.background and stats.rebuilds == 1 and stats.folded == 80
+    assert not idx.maintenance_stats().background
+    assert not idx._maint._thread.is_alive()
+    idx.close()  # idempotent
+
+
+def test_background_rebuild_blocks_neither_queries_nor_writes(rng, monkeypatch):
+    idx = HnswIndex(8, background=True, delta_max=4, tombstone_ratio=None)
+    oracle = ExactIndex(8)
+    x = _vectors(rng, 40)
+    for target in (idx, oracle):
+        target.upsert(_ids(40), x)
+    idx.fold()
+    started, release = _gate_new_graphs(idx, monkeypatch, before_copy=False)
+    waiter = threading.Thread(target=idx.rebuild)  # waits for the maintenance thread
+    waiter.start()
+    assert started.wait(30)  # the new graph's add_items is stuck: the rebuild is mid-build
+
+    def writes_and_queries() -> None:
+        wrng = np.random.default_rng(1)
+        y, z = _vectors(wrng, 10), _vectors(wrng, 3)
+        for target in (idx, oracle):
+            target.upsert(_ids(10), y)
+            target.delete(_ids(5, 20))
+            target.upsert(_ids(3, 100), z)
+        _same_answers(idx, oracle, _vectors(wrng, 5), 8)
+
+    worker = threading.Thread(target=writes_and_queries)
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "a write or query waited for the rebuild"
+    assert idx._rebuilding and idx.stats().delta == 13  # not folded: below delta_cap=16
+    release.set()
+    waiter.join(timeout=30)
+    assert not waiter.is_alive()
+    assert idx.wait_idle(30)
+    stats = idx.stats()
+    assert stats.tombstones == 15 and stats.delta <= 4 and len(idx) == 38
+    idx._check_invariants()
+    _same_answers(idx, oracle, _vectors(rng, 5), 8)
+    idx.close()
+
+
+def test_background_failure_is_reported_then_maintenance_is_synchronous(
+    rng, monkeypatch, caplog
+):
+    idx, oracle = HnswIndex(8, background=True, delta_max=4), ExactIndex(8)
+
+    def broken(maint):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(idx, "_maintain_once", broken)
+    x = _vectors(rng, 6)
+    for target in (idx, oracle):
+        target.upsert(_ids(6), x)  # 6 > delta_max: the thread is woken and fails
+    with pytest.raises(StateError, match="disk on fire"):
+        idx.wait_idle(30)
+    assert "failed" in caplog.text
+    stats = idx.maintenance_stats()
+    assert not stats.background and "disk on fire" in (stats.error or "")
+    y = _vectors(rng, 4)
+    for target in (idx, oracle):
+        target.upsert(_ids(4, 6), y)  # synchronous again: 10 >= delta_max folds here
+    assert idx.stats().delta == 0 and len(idx) == 10
+    _same_answers(idx, oracle, _vectors(rng, 5), 5)
+
+
+def test_a_dropped_background_index_stops_its_thread(rng):
+    idx = HnswIndex(8, background=True, delta_max=2)
+    idx.upsert(_ids(5), _vectors(rng, 5))
+    thread = idx._maint._thread
+    assert thread.is_alive()
+    del idx
+    gc.collect()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_background_hammering_matches_the_oracle_with_rebuilds_in_flight(monkeypatch, tmp_path):
+    monkeypatch.setattr(HnswIndex, "rebuild_chunk", 8)  # many short build steps
+    made: list[HnswIndex] = []
+
+    def make(dim):
+        idx = HnswIndex(dim, background=True, delta_max=4, delta_cap=12, initial_capacity=16,
+                        tombstone_ratio=0.1, ef_construction=64, max_pause_s=0.001)
+        made.append(idx)
+        return idx
+
+    check_concurrent_writers_match_oracle(make, tmp_path)
+    (idx,) = made
+    stats = idx.maintenance_stats()
+    assert stats.rebuilds >= 1 and stats.folds >= 10 and stats.error is None
+    idx.close()
+
+
+def test_load_with_background_starts_a_thread(rng, tmp_path):
+    idx = HnswIndex(8, delta_max=4, delta_cap=9, max_pause_s=0.5)
+    idx.upsert(_ids(3), _vectors(rng, 3))
+    idx.save(tmp_path)
+    with HnswIndex.load(tmp_path, background=True) as loaded:
+        assert loaded.maintenance_stats().background
+        assert (loaded.delta_cap, loaded.max_pause_s) == (9, 0.5)
+        loaded.upsert(_ids(3, 3), _vectors(rng, 3))
+        loaded.fold()
+        assert loaded.stats().delta == 0 and len(loaded) == 6
+    assert not HnswIndex.load(tmp_path).maintenance_stats().background
