@@ -93,7 +93,8 @@ def demo(
             table.add_row(a[0], f"{a[1]:.3f}", b[0], f"{b[1]:.3f}")
         out.print(table)
     if once:
-        res.engine.table.close()
+        res.engine.close()
+        res.served.index.close()
         return
     import uvicorn
 
@@ -105,7 +106,8 @@ def demo(
     try:
         uvicorn.run(api, host=host, port=port, log_level="warning")
     finally:
-        res.engine.table.close()
+        res.engine.close()
+        res.served.index.close()
 
 
 @app.command()
@@ -155,10 +157,7 @@ def serve(
         st = ServedType(
             name=spec.name, version=spec.version, dim=dim, algorithm=spec.algorithm,
             description=spec.description, params=dict(spec.params),
-            index=KindedIndex(dim, factory=partial(
-                HnswIndex, m=idx.m, ef_construction=idx.ef_construction,
-                ef_search=idx.ef_search, initial_capacity=idx.initial_capacity,
-                delta_max=idx.delta_max)),
+            index=KindedIndex(dim, factory=partial(HnswIndex, **idx.hnsw_params())),
         )
         served[spec.name] = st
         tail = EmbeddingTail(settings.kafka_bootstrap, settings.topic(spec.output_topic), st)
@@ -173,6 +172,8 @@ def serve(
     finally:
         for t in tails:
             t.stop()
+        for st in served.values():
+            st.index.close()
 
 
 @app.command()

@@ -270,6 +270,12 @@ class Engine:
         res.records = records
         return res
 
+    def close(self) -> None:
+        """Stop the index's maintenance thread and close the feature table."""
+        if self.index is not None:
+            self.index.close()
+        self.table.close()
+
     def metrics(self) -> dict[str, object]:
         """Return counters (accepted, rejected by reason) and offsets, JSON-able."""
         rejected = {k.split(".", 1)[1]: v for k, v in self.counters.items()

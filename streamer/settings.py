@@ -14,21 +14,28 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class IndexSettings(BaseModel):
-    """HNSW index parameters (hnswlib)."""
+    """HNSW index parameters (hnswlib) and its delta buffer (DESIGN §4)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     m: int = Field(16, ge=4, le=64, description="HNSW graph degree M (memory ~ M)")
-    ef_construction: int = Field(200, ge=16, description="HNSW build-time beam width")
+    ef_construction: int = Field(100, ge=16, description="HNSW build-time beam width")
     ef_search: int = Field(64, ge=1, description="query-time beam width (recall/latency knob)")
     initial_capacity: int = Field(4096, ge=1, description="initial slots; grows geometrically")
-    delta_max: int = Field(2048, ge=1, description="fresh vectors kept in the exact delta buffer")
+    delta_max: int = Field(8192, ge=1, description="fresh vectors kept in the exact delta "
+                           "buffer (>= the hot set of ids updated within seconds)")
+    background: bool = Field(True, description="fold the delta buffer and rebuild in a "
+                             "background thread (never inside an upsert)")
+
+    def hnsw_params(self) -> dict[str, object]:
+        """Return keyword arguments for :class:`streamer.index.hnsw.HnswIndex`."""
+        return self.model_dump()
 
 
 class WorkerSettings(BaseModel):
     """Worker micro-batching and consumer settings."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    batch_max: int = Field(5000, ge=1, description="max events per micro-batch (faust take())")
+    batch_max: int = Field(2000, ge=1, description="max events per micro-batch (faust take())")
     batch_within_s: float = Field(0.2, gt=0, description="max wait (wall s) to fill a batch")
     session_timeout_s: float = Field(30.0, gt=0, description="consumer group session timeout")
     heartbeat_interval_s: float = Field(3.0, gt=0, description="consumer heartbeat interval")

@@ -23,11 +23,16 @@ threshold (the default) or, with ``background=True``, in a maintenance thread
 (:mod:`streamer.index.maintenance`) that never holds the lock for longer than one short
 step, so upserts and queries are not stalled by folds or rebuilds.
 
-Insertion speed measured here (hnswlib 0.8.0, 2 shared cores, clustered data, M=16,
-``benchmarks/index.py --scenario insert``): 64-d ~3.6k/s with ``ef_construction=200``,
-~5.6k/s with 100; 128-d ~1.7k/s with 200, ~3.0k/s with 100 (recall@10 at
-``ef_search=64`` is within about one point). A second hnswlib thread gave little or
-nothing on two cores shared with the consumer, so ``num_threads`` defaults to 1.
+Insertion speed (hnswlib 0.8.0, M=16, 100k clustered vectors, 2 cores shared with
+other jobs; ``benchmarks/index.py --scenario insert --n 100000``, saved in
+``benchmarks/out/index-insert.json``), one thread: 64-d 2.5k/s with
+``ef_construction=200`` vs 4.8k/s with 100, 128-d 1.5k/s vs 2.9k/s (in 64-vector fold
+steps: 2.0k vs 3.3k/s and 1.3k vs 3.2k/s), for the same recall@10 at ``ef_search=64``
+(0.993 vs 0.9935 at 64-d, 1.0 at 128-d; on i.i.d. gaussian 64-d data, the worst case,
+0.66 vs 0.64 at 30k). Inserts are this index's bottleneck under streaming updates, so
+``ef_construction`` defaults to 100. Two hnswlib threads made inserts 1.7-2.3x faster
+on the otherwise idle machine, but folds then take both cores from the consumer or
+server they share it with, so ``num_threads`` defaults to 1.
 """
 
 from __future__ import annotations
@@ -58,7 +63,12 @@ from streamer.index.base import (
     validate_vectors,
 )
 from streamer.index.delta import DeltaBuffer
-from streamer.index.hnsw_maint import HnswMaintenance, MaintenanceStats
+from streamer.index.hnsw_maint import (
+    HnswMaintenance,
+    MaintenanceStats,
+    fingerprint_multipliers,
+    fingerprints,
+)
 from streamer.index.maintenance import Maintainer
 from streamer.index.rwlock import RWLock
 from streamer.types import EntityId, Matrix, Vector
@@ -87,9 +97,9 @@ class HnswIndex(HnswMaintenance, VectorIndex):
     m
         HNSW graph degree ``M`` (memory and build time grow with it), ``>= 2``.
     ef_construction
-        Candidate list size while inserting (build quality), ``>= 1``. Halving it from
-        200 to 100 makes inserts ~1.6x faster for about a point of recall@10 (see the
-        module docstring).
+        Candidate list size while inserting (build quality), ``>= 1``. 100 inserts about
+        twice as fast as hnswlib's default of 200 for the same recall@10 on clustered
+        data (see the module docstring).
     ef_search
         Candidate list size while querying (recall/latency knob), ``>= 1``; hnswlib
         searches with ``max(ef_search, k)``. Persisted in the manifest.
@@ -102,7 +112,9 @@ class HnswIndex(HnswMaintenance, VectorIndex):
         Target size of the exact delta buffer. Synchronous mode folds the whole buffer
         when it reaches ``delta_max``; background mode folds the ids that have been
         quiet the longest until at most ``delta_max`` remain (hot ids stay buffered,
-        where re-updating them creates no tombstones).
+        where re-updating them creates no tombstones): under streaming updates, make it
+        at least the hot set (the ids updated within a few seconds); a 16k buffer still
+        costs well under a millisecond per query.
     tombstone_ratio
         Rebuild the graph from the live vectors when tombstones exceed this fraction of
         the graph's slots in use; ``None`` disables automatic rebuilds.
@@ -170,15 +182,15 @@ class HnswIndex(HnswMaintenance, VectorIndex):
     (2, 0)
     """
 
-    rebuild_chunk = 4096
-    """Vectors copied out (under the shared lock) and inserted per step of a rebuild."""
+    rebuild_chunk = 1024
+    """Vectors copied out (under the shared lock, ~12 ms) and inserted per rebuild step."""
 
     def __init__(
         self,
         dim: int,
         *,
         m: int = 16,
-        ef_construction: int = 200,
+        ef_construction: int = 100,
         ef_search: int = 64,
         initial_capacity: int = 1024,
         seed: int = 100,
@@ -187,7 +199,7 @@ class HnswIndex(HnswMaintenance, VectorIndex):
         num_threads: int = 1,
         background: bool = False,
         delta_cap: int | None = None,
-        max_pause_s: float = 0.02,
+        max_pause_s: float = 0.005,
     ) -> None:
         self._dim = check_positive_int("dim", dim)
         self.m = check_positive_int("m", m, 2)
@@ -218,6 +230,8 @@ class HnswIndex(HnswMaintenance, VectorIndex):
         self._rebuilding = False
         self._dirty: dict[EntityId, int] | None = None  # during a rebuild: see _rebuild
         self._fold_rate = 2000.0
+        self._fp_mult = fingerprint_multipliers(self._dim)
+        self._fp = np.zeros(self.initial_capacity, np.uint64)  # per label; 0 = unknown
         self._counts = {"folds": 0, "folded": 0, "backpressure_folds": 0, "rebuilds": 0}
         self.exact_fallbacks = 0
         self._maint: Maintainer | None = None
@@ -286,13 +300,10 @@ class HnswIndex(HnswMaintenance, VectorIndex):
             keep = np.ones(len(keys), np.bool_)
             in_graph = [j for j, e in enumerate(keys) if e in self._label_of]
             if in_graph:
-                labels = [self._label_of[keys[j]] for j in in_graph]
-                stored = np.asarray(self._graph.get_items(labels, return_type="numpy"))
-                unchanged = np.all(stored == unit[in_graph], axis=1)
-                for j, same in zip(in_graph, unchanged.tolist(), strict=True):
-                    if same:
-                        keep[j] = False
-                    else:
+                for j in self._unchanged_locked(keys, unit, in_graph):
+                    keep[j] = False
+                for j in in_graph:
+                    if keep[j]:
                         self._drop_from_graph_locked(keys[j])
             if keep.all():
                 self._delta.put(keys, unit, self._seq)
@@ -360,49 +371,6 @@ class HnswIndex(HnswMaintenance, VectorIndex):
         if self._background and self._maint is not None and self._maint.request_rebuild():
             return
         self._rebuild(None)
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until background maintenance has nothing left to do; True at once otherwise.
-
-        "Nothing to do" means: at most ``delta_max`` vectors buffered, no rebuild due
-        or requested, no :meth:`fold` pending. Concurrent writers can make it wait for
-        ever: pass ``timeout`` (wall seconds).
-
-        Returns
-        -------
-        bool
-            False if ``timeout`` ran out first.
-
-        Raises
-        ------
-        StateError
-            The maintenance thread died on an error.
-        """
-        return self._maint.wait_idle(timeout) if self._maint is not None else True
-
-    def close(self) -> None:
-        """Stop the maintenance thread (abandoning a rebuild in progress); idempotent.
-
-        The index stays usable and from then on maintains itself synchronously.
-        """
-        if self._maint is not None:
-            self._maint.stop()
-
-    def maintenance_stats(self) -> MaintenanceStats:
-        """Fold, backpressure and rebuild counters, and the maintenance thread's state."""
-        maint = self._maint
-        with self._lock.read():
-            return MaintenanceStats(
-                background=self._background,
-                folds=self._counts["folds"],
-                folded=self._counts["folded"],
-                backpressure_folds=self._counts["backpressure_folds"],
-                rebuilds=self._counts["rebuilds"],
-                fold_rate_per_s=round(self._fold_rate, 1),
-                error=None if maint is None or maint.error is None else repr(maint.error),
-            )
-
-    # ------------------------------------------------------------------ maintenance
 
     # ------------------------------------------------------------------ queries
 
@@ -623,3 +591,8 @@ class HnswIndex(HnswMaintenance, VectorIndex):
             assert all(label < self._next_label for label in self._id_of)
             assert set(self._graph.get_ids_list()) >= self._id_of.keys()
             assert (self._dirty is not None) == self._rebuilding
+            labels = np.fromiter(self._id_of, np.intp, count=len(self._id_of))
+            known = self._fp[labels] != 0 if labels.size else labels.astype(np.bool_)
+            if known.any():
+                copies = np.asarray(self._graph.get_items(labels[known], return_type="numpy"))
+                assert (self._fp[labels[known]] == fingerprints(copies, self._fp_mult)).all()

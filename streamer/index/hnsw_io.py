@@ -118,6 +118,7 @@ def load_hnsw(cls: type[HnswIndex], path: Path) -> HnswIndex:
     idx._id_of = {label: e for e, label in label_of.items()}
     idx._next_label = next_label
     idx._tombstones = tombstones
+    idx._fp = np.zeros(graph.get_max_elements(), np.uint64)  # unknown until refolded/rebuilt
     buffer = DeltaBuffer(dim, max(16, min(idx.delta_max, 4096), len(delta_ids)))
     if delta_ids:
         buffer.put(delta_ids, delta, np.arange(1, len(delta_ids) + 1, dtype=np.int64))

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING
 
 import hnswlib
 import numpy as np
+import numpy.typing as npt
 
 from streamer.index.base import grow_capacity
 from streamer.index.maintenance import Maintainer
-from streamer.types import EntityId
+from streamer.types import EntityId, Matrix
 
 if TYPE_CHECKING:
     from streamer.index.delta import DeltaBuffer
@@ -33,6 +34,26 @@ if TYPE_CHECKING:
 log = logging.getLogger("streamer.index.hnsw")
 
 _FOLD_STEP_MIN, _FOLD_STEP_MAX = 8, 4096
+
+
+def fingerprint_multipliers(dim: int) -> npt.NDArray[np.uint64]:
+    """Return fixed random odd 64-bit multipliers, one per component (same in every process)."""
+    rng = np.random.default_rng(0x5EED_F00D + dim)
+    return rng.integers(1, 2**63, size=dim, dtype=np.uint64) | np.uint64(1)
+
+
+def fingerprints(unit: Matrix, multipliers: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """64-bit fingerprints of float32 rows ``(n, dim)``: a multiply-add hash of their bits.
+
+    Equal rows always get equal fingerprints, so different fingerprints prove that a
+    vector changed without reading it back from hnswlib (whose ``get_items`` costs about
+    12 us per id); equal ones are confirmed by an exact comparison. Never 0: the
+    fingerprint store uses 0 for "unknown" (e.g. labels loaded from disk).
+    """
+    words = np.ascontiguousarray(unit, np.float32).view(np.uint32).astype(np.uint64)
+    out = (words * multipliers).sum(axis=1, dtype=np.uint64)  # wraps modulo 2**64
+    out[out == 0] = 1
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +104,10 @@ class HnswMaintenance:
     _dirty: dict[EntityId, int] | None
     _fold_rate: float
     _counts: dict[str, int]
+    _fp: npt.NDArray[np.uint64]  # fingerprint per graph label; 0 = unknown
+    _fp_mult: npt.NDArray[np.uint64]
+    _maint: Maintainer | None
+    _background: bool  # a property of HnswIndex: the thread is running
     delta_max: int
     delta_cap: int
     max_pause_s: float
@@ -92,6 +117,68 @@ class HnswMaintenance:
 
     def _new_graph(self, capacity: int) -> hnswlib.Index:
         raise NotImplementedError
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until background maintenance has nothing left to do; True at once otherwise.
+
+        "Nothing to do" means: at most ``delta_max`` vectors buffered, no rebuild due
+        or requested, no :meth:`fold` pending. Concurrent writers can make it wait for
+        ever: pass ``timeout`` (wall seconds).
+
+        Returns
+        -------
+        bool
+            False if ``timeout`` ran out first.
+
+        Raises
+        ------
+        StateError
+            The maintenance thread died on an error.
+        """
+        return self._maint.wait_idle(timeout) if self._maint is not None else True
+
+    def close(self) -> None:
+        """Stop the maintenance thread (abandoning a rebuild in progress); idempotent.
+
+        The index stays usable and from then on maintains itself synchronously.
+        """
+        if self._maint is not None:
+            self._maint.stop()
+
+    def maintenance_stats(self) -> MaintenanceStats:
+        """Return the fold, backpressure and rebuild counters and the thread's state."""
+        maint = self._maint
+        with self._lock.read():
+            return MaintenanceStats(
+                background=self._background,
+                folds=self._counts["folds"],
+                folded=self._counts["folded"],
+                backpressure_folds=self._counts["backpressure_folds"],
+                rebuilds=self._counts["rebuilds"],
+                fold_rate_per_s=round(self._fold_rate, 1),
+                error=None if maint is None or maint.error is None else repr(maint.error),
+            )
+
+    # ------------------------------------------------------------------ internals
+
+    def _unchanged_locked(
+        self, keys: list[EntityId], unit: Matrix, in_graph: list[int]
+    ) -> list[int]:
+        """Return the positions in ``in_graph`` whose graph copy is exactly the new vector.
+
+        Fingerprints rule out most changed vectors without reading them back; the rest
+        (equal or unknown fingerprints) are compared exactly with hnswlib's copy.
+        """
+        labels = np.fromiter((self._label_of[keys[j]] for j in in_graph), np.intp,
+                             count=len(in_graph))
+        stored = self._fp[labels]
+        maybe = (stored == 0) | (stored == fingerprints(unit[in_graph], self._fp_mult))
+        if not maybe.any():
+            return []
+        check = [j for j, m in zip(in_graph, maybe.tolist(), strict=True) if m]
+        copies = np.asarray(self._graph.get_items(labels[maybe], return_type="numpy"))
+        same = np.all(copies == unit[check], axis=1)
+        return [j for j, s in zip(check, same.tolist(), strict=True) if s]
 
     def _backpressure(self) -> None:
         """Fold the oldest buffered vectors, in steps, until at most ``delta_cap`` remain."""
@@ -109,9 +196,10 @@ class HnswMaintenance:
                             'hnsw delta over its cap: folding in the caller delta=%d cap=%d '
                             'backpressure_folds=%d hint="%s"', len(self._delta),
                             self.delta_cap, n, "raise delta_max/delta_cap or lower the "
-                            "update rate; ef_construction=100 inserts ~1.6x faster")
+                            "update rate; a lower ef_construction inserts faster")
                     first = False
                 self._fold_locked(self._delta.oldest(min(over, self._step_size())))
+            time.sleep(0.0005)  # let waiting queries in between steps
 
     def _step_size(self) -> int:
         step = int(self._fold_rate * self.max_pause_s)
@@ -172,6 +260,7 @@ class HnswMaintenance:
         start = time.perf_counter()
         self._graph.add_items(vectors, labels, num_threads=self.num_threads)
         self._note_rate(n, time.perf_counter() - start)
+        self._set_fingerprints(labels, fingerprints(vectors, self._fp_mult))
         for entity, label in zip(keys, labels.tolist(), strict=True):
             self._label_of[entity] = label
             self._id_of[label] = entity
@@ -182,6 +271,16 @@ class HnswMaintenance:
         self._counts["folds"] += 1
         self._counts["folded"] += n
         self._delta.compact()
+
+    def _set_fingerprints(
+        self, labels: npt.NDArray[np.uint64], fps: npt.NDArray[np.uint64]
+    ) -> None:
+        needed = int(labels.max()) + 1 if labels.size else 0
+        if needed > self._fp.shape[0]:
+            grown = np.zeros(grow_capacity(self._fp.shape[0], needed), np.uint64)
+            grown[: self._fp.shape[0]] = self._fp
+            self._fp = grown
+        self._fp[labels] = fps
 
     def _note_rate(self, n: int, seconds: float) -> None:
         if n >= _FOLD_STEP_MIN and seconds > 0:
@@ -219,11 +318,14 @@ class HnswMaintenance:
         started = time.perf_counter()
         try:
             n = len(ids)
-            graph = self._new_graph(max(self.initial_capacity, n + n // 4 + self.delta_max))
+            capacity = max(self.initial_capacity, n + n // 4 + self.delta_max)
+            graph = self._new_graph(capacity)
+            fps = np.zeros(capacity, np.uint64)
             built: list[EntityId] = []
             for start in range(0, n, self.rebuild_chunk):
                 stop = min(n, start + self.rebuild_chunk)
-                with self._lock.read():
+                spent = 0.0
+                with self._lock.read():  # blocks writers for ~12 us per vector copied
                     dirty = self._dirty
                     pick = [j for j in range(start, stop) if ids[j] not in dirty]
                     if pick:
@@ -231,18 +333,20 @@ class HnswMaintenance:
                             self._graph.get_items(labels[pick], return_type="numpy"))
                 if pick:
                     step = time.perf_counter()
-                    graph.add_items(vectors, np.arange(len(built), len(built) + len(pick)),
-                                    num_threads=self.num_threads)
+                    new_labels = np.arange(len(built), len(built) + len(pick), dtype=np.uint64)
+                    graph.add_items(vectors, new_labels, num_threads=self.num_threads)
                     spent = time.perf_counter() - step
+                    fps[new_labels] = fingerprints(vectors, self._fp_mult)
                     built.extend(ids[j] for j in pick)
                     del vectors
                 if maint is not None:
                     maint.check_stop()
-                    self._fold_while_rebuilding(maint, budget_s=spent if pick else 0.0)
+                    self._fold_while_rebuilding(maint, budget_s=spent)
+            label_of = dict(zip(built, range(len(built)), strict=True))  # outside the lock
+            id_of = dict(enumerate(built))
             with self._lock.write():
-                self._swap_locked(graph, built)
-                fold = maint is None and len(self._delta) >= self.delta_max
-                if fold:
+                self._swap_locked(graph, fps, label_of, id_of)
+                if maint is None and len(self._delta) >= self.delta_max:
                     self._fold_locked(list(self._delta.ids))
         except BaseException:
             with self._lock.write():
@@ -263,14 +367,20 @@ class HnswMaintenance:
                 return
             time.sleep(0.001)
 
-    def _swap_locked(self, graph: hnswlib.Index, built: list[EntityId]) -> None:
-        label_of = dict(zip(built, range(len(built)), strict=True))
+    def _swap_locked(
+        self,
+        graph: hnswlib.Index,
+        fps: npt.NDArray[np.uint64],
+        label_of: dict[EntityId, int],
+        id_of: dict[int, EntityId],
+    ) -> None:
         dirty = self._dirty or {}
         tombstones = 0
         back: list[EntityId] = []
         for entity in dirty:
-            label = None
+            label = label_of.pop(entity, None)
             if label is not None:  # its copy in the new graph is stale or deleted
+                del id_of[label]
                 graph.mark_deleted(label)
                 tombstones += 1
             if entity in self._label_of:  # folded into the old graph during the build
@@ -279,10 +389,9 @@ class HnswMaintenance:
             old = np.asarray(self._graph.get_items([self._label_of[e] for e in back],
                                                    return_type="numpy"))
             self._delta.put(back, old, np.array([dirty[e] for e in back], np.int64))
-        self._graph = graph
-        self._label_of = label_of
-        self._id_of = {label: e for e, label in label_of.items()}
-        self._next_label = len(built)
+        self._next_label = len(id_of) + tombstones
+        self._graph, self._fp = graph, fps
+        self._label_of, self._id_of = label_of, id_of
         self._tombstones = tombstones
         self._rebuilding = False
         self._dirty = None

@@ -33,7 +33,7 @@ _YIELD_S = 0.001
 """Wall seconds slept between two units of work, so waiting readers/writers get the lock."""
 
 
-class Stopped(Exception):  # noqa: N818 - control flow, not an error
+class Stopped(Exception):  # control flow, not an error
     """Raised inside a unit of work when the thread is asked to stop (work is abandoned)."""
 
 

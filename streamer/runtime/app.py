@@ -87,11 +87,7 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
                 dead_letters=KafkaDeadLetters(producer, settings.topic(spec.dead_letters)),
                 clock=SystemClock(),
                 with_index=w.index,
-                index_params={"m": settings.index.m,
-                              "ef_construction": settings.index.ef_construction,
-                              "ef_search": settings.index.ef_search,
-                              "initial_capacity": settings.index.initial_capacity,
-                              "delta_max": settings.index.delta_max},
+                index_params=settings.index.hnsw_params(),
                 max_future_s=settings.max_future_s,
                 dedup_window_s=settings.dedup_window_s,
                 publish=publish,
@@ -151,7 +147,7 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
         if "producer" in holder:
             holder["producer"].flush()
         if "engine" in holder:
-            holder["engine"].table.close()
+            holder["engine"].close()
 
     return app
 

@@ -52,7 +52,7 @@ def _stream(n: int = 600, seed: int = 0) -> list[RawMessage]:
 
 def _open(path: Path, dead: MemoryDeadLetters, spec: TopologySpec = SPEC) -> Engine:
     return open_engine(spec, state_dir=path, dead_letters=dead, clock=ManualClock(NOW),
-                       with_index=True, index_params={"initial_capacity": 64})
+                       with_index=True, index_params={"initial_capacity": 64, "background": True})
 
 
 def _table_state(path: Path) -> tuple[dict, dict, dict]:
@@ -95,7 +95,7 @@ def test_bad_messages_go_to_dead_letters_and_good_ones_are_applied(tmp_path):
     # the live index answers with other items, in the same space as the users
     res = eng.index.knn(recs[0].vector, 5, kind="item")
     assert len(res) == 5 and all(i.startswith("i:") for i, _ in res)
-    eng.table.close()
+    eng.close()
 
 
 def test_redelivered_offsets_are_skipped(tmp_path):
@@ -108,7 +108,7 @@ def test_redelivered_offsets_are_skipped(tmp_path):
     assert res.skipped == 120
     after = eng.metrics()
     assert after["accepted"] + after["rejected"] == before["accepted"] + before["rejected"] + 30
-    eng.table.close()
+    eng.close()
 
 
 def test_restart_from_the_table_equals_an_uninterrupted_run(tmp_path):
@@ -117,22 +117,22 @@ def test_restart_from_the_table_equals_an_uninterrupted_run(tmp_path):
     eng = _open(a, MemoryDeadLetters())
     for s in range(0, len(msgs), 100):
         eng.process(msgs[s:s + 100])
-    eng.table.close()
+    eng.close()
 
     b = tmp_path / "b"
     eng = _open(b, MemoryDeadLetters())
     eng.process(msgs[:333])
-    eng.table.close()  # "crash" after a commit; restart, with re-delivery and other cuts
+    eng.close()  # "crash" after a commit; restart, with re-delivery and other cuts
     eng = _open(b, MemoryDeadLetters())
     eng.process(msgs[250:611])
     eng.process(msgs[611:])
-    eng.table.close()
+    eng.close()
     assert _table_state(b) == _table_state(a)
 
 
 def test_a_table_of_other_params_is_refused(tmp_path):
     eng = _open(tmp_path, MemoryDeadLetters())
-    eng.table.close()
+    eng.close()
     other = TopologySpec(name="t-cooc", algorithm="cooc",
                          params={"dim": 16, "half_life_s": 60.0, "seed": 3})
     with pytest.raises(StateError, match="t-cooc"):
