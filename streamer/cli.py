@@ -73,7 +73,12 @@ def demo(
     spec = _spec(type_name)
     out.print(f"[bold]streamer demo[/]: streaming the LastFM Asia follow graph (MIT) "
               f"through type [cyan]{spec.name}[/] ({spec.algorithm}) ...")
-    res = run_demo(spec, state_dir=state_dir, clock=SystemClock(), data_dir=settings.data_dir)
+    try:
+        res = run_demo(spec, state_dir=state_dir, clock=SystemClock(),
+                       data_dir=settings.data_dir)
+    except OSError as exc:
+        _fail(f"cannot use state dir {state_dir}: {exc.strerror or exc}; expected a writable "
+              "folder (or omit --state-dir for a temporary one)")
     m = res.engine.metrics()
     out.print(f"applied {m['accepted']:,} events, dead-lettered {m['rejected']:,} "
               f"in {res.seconds:.2f} s ({res.events / max(res.seconds, 1e-9):,.0f} events/s); "

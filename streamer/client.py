@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -59,12 +60,20 @@ class Client:
         self.close()
 
     def _check(self, r: httpx.Response) -> Any:
-        if r.status_code < 400:
-            return r.json()
         try:
-            msg = r.json().get("error", r.text)
+            body = r.json()
         except ValueError:
-            msg = r.text
+            body = None
+        if r.status_code < 400:
+            if not isinstance(body, dict):
+                msg = (f"{r.request.url} answered {r.status_code} without a JSON object; "
+                       "is --api pointing at `streamer serve`?")
+                raise ApiError(r.status_code, msg)
+            return body
+        msg = body.get("error") if isinstance(body, dict) else None
+        if not msg:
+            msg = (f"{r.request.url} answered {r.status_code} "
+                   f"({r.reason_phrase or 'error'}); is --api pointing at `streamer serve`?")
         if r.status_code == 404:
             if "type" in msg and "unknown embedding type" in msg:
                 raise UnknownType(msg)
@@ -79,12 +88,13 @@ class Client:
 
     def types(self) -> list[dict[str, Any]]:
         """Return the served types with metadata and freshness."""
-        return self._check(self._http.get("/v1/types"))["types"]
+        return _field(self._check(self._http.get("/v1/types")), "types")
 
     def get(self, type_name: str, ids: Sequence[str]) -> list[dict[str, Any]]:
         """Batch get: one dict per id (``found``, ``vector``, ``updated_at``, ...)."""
         body = {"ids": list(ids)}
-        return self._check(self._http.post(f"/v1/types/{type_name}/embeddings", json=body))["items"]
+        path = f"/v1/types/{quote(type_name, safe='')}/embeddings"
+        return _field(self._check(self._http.post(path, json=body)), "items")
 
     def neighbours(self, type_name: str, entity: str, k: int = 10,
                    kind: str | None = None) -> list[tuple[str, float]]:
@@ -92,13 +102,22 @@ class Client:
         params: dict[str, Any] = {"k": k}
         if kind:
             params["kind"] = kind
-        data = self._check(self._http.get(f"/v1/types/{type_name}/neighbours/{entity}",
-                                          params=params))
-        return [(n["id"], n["score"]) for n in data["neighbours"]]
+        path = f"/v1/types/{quote(type_name, safe='')}/neighbours/{quote(entity, safe=':')}"
+        data = self._check(self._http.get(path, params=params))
+        return [(n["id"], n["score"]) for n in _field(data, "neighbours")]
 
     def neighbours_by_vector(self, type_name: str, vector: Sequence[float], k: int = 10,
                              kind: str | None = None) -> list[tuple[str, float]]:
         """Return up to ``k`` ``(id, cosine similarity)`` nearest to ``vector``."""
         body: dict[str, Any] = {"vector": [float(x) for x in vector], "k": k, "kind": kind}
-        data = self._check(self._http.post(f"/v1/types/{type_name}/neighbours", json=body))
-        return [(n["id"], n["score"]) for n in data["neighbours"]]
+        path = f"/v1/types/{quote(type_name, safe='')}/neighbours"
+        data = self._check(self._http.post(path, json=body))
+        return [(n["id"], n["score"]) for n in _field(data, "neighbours")]
+
+
+def _field(body: dict[str, Any], key: str) -> Any:
+    """Return ``body[key]``; ApiError if the server's answer lacks it (not a streamer API)."""
+    if key not in body:
+        msg = f"the API answer has no {key!r} field; is --api pointing at `streamer serve`?"
+        raise ApiError(200, msg)
+    return body[key]

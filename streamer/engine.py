@@ -302,10 +302,12 @@ def open_engine(
     dedup_window_s: float = 86_400.0,
     publish: Callable[[list[str], list[FeatureRecord]], None] | None = None,
     read_only: bool = False,
+    path_prefix: str = "",
 ) -> Engine:
     """Open (or create) the RocksDB state of ``spec`` under ``state_dir`` and build an Engine.
 
-    The path is ``state_dir / "<name>.v<version>"`` (one path per type/version).
+    The path is ``state_dir / "<path_prefix><name>.v<version>"`` (one path per type and
+    version; ``path_prefix`` is the topic prefix, so tenants never share state).
 
     Raises
     ------
@@ -320,7 +322,8 @@ def open_engine(
     from streamer.store.rocks import RocksFeatureTable
 
     learner = build_learner(spec.algorithm, spec.params)
-    table = RocksFeatureTable(Path(state_dir) / spec.state_dirname, dim=learner.dim,
+    table = RocksFeatureTable(Path(state_dir) / f"{path_prefix}{spec.state_dirname}",
+                              dim=learner.dim,
                               read_only=read_only)
     index = None
     if with_index:

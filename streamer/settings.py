@@ -41,7 +41,9 @@ class WorkerSettings(BaseModel):
     heartbeat_interval_s: float = Field(3.0, gt=0, description="consumer heartbeat interval")
     web_port: int = Field(6066, ge=0, le=65535, description="worker health/metrics port (0: off)")
     publish: bool = Field(True, description="publish changed vectors to embeddings.<type>.v<n>")
-    index: bool = Field(True, description="keep a live HNSW index in the worker")
+    index: bool = Field(False, description="also keep a live HNSW index in the worker "
+                        "(reader replicas `streamer serve` keep theirs; on 2 cores the "
+                        "worker's own index halves freshness, see benchmarks/e2e.py)")
 
 
 class Settings(BaseSettings):

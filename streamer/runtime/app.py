@@ -18,7 +18,7 @@ import faust
 
 from streamer.engine import Engine, RawMessage, open_engine
 from streamer.events.decode import Decoder
-from streamer.runtime.kafka_sinks import EmbeddingPublisher, KafkaDeadLetters, make_producer
+from streamer.runtime.kafka_sinks import EmbeddingPublisher, KafkaDeadLetters, SinkProducer
 from streamer.settings import Settings
 from streamer.topology import TopologySpec
 from streamer.types import SystemClock
@@ -77,7 +77,7 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
 
     def engine() -> Engine:
         if "engine" not in holder:
-            producer = make_producer(settings.kafka_bootstrap)
+            producer = SinkProducer(settings.kafka_bootstrap)
             holder["producer"] = producer
             publish = (EmbeddingPublisher(producer, settings.topic(spec.output_topic))
                        if w.publish else None)
@@ -91,6 +91,7 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
                 max_future_s=settings.max_future_s,
                 dedup_window_s=settings.dedup_window_s,
                 publish=publish,
+                path_prefix=settings.topic_prefix,
             )
         return holder["engine"]
 
@@ -140,6 +141,9 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
                                     "offsets": dict(noop_offsets), **decoder.counters}
         else:
             body = engine().metrics()
+            prod = holder["producer"]
+            body["producer"] = {"delivered": prod.delivered, "failed": prod.failed,
+                                "last_error": prod.last_error}
         return web.json({**body, "throughput": dict(stats)})
 
     @app.on_before_shutdown.connect
@@ -173,8 +177,10 @@ def ensure_worker_topics(settings: Settings, spec: TopologySpec) -> None:
 
 
 def _use_uvloop() -> None:
-    """Run faust on uvloop when installed (measured: faust's per-message asyncio overhead
-    dominates a no-op worker; see benchmarks/e2e.py)."""
+    """Run faust on uvloop when installed.
+
+    faust's per-message asyncio overhead dominates a no-op worker (benchmarks/e2e.py).
+    """
     try:
         import uvloop  # noqa: F401
     except ImportError:

@@ -1,17 +1,23 @@
 """Kafka sinks used by the worker: dead letters and the compacted embeddings topic.
 
-Both use one kafka-python ``KafkaProducer`` (its own I/O thread, murmur2 partitioner
-like faust/aiokafka). Dead letters are flushed *before* the engine commits a batch,
-so a crash can repeat a dead letter but never lose one (at-least-once).
+Both share one confluent-kafka (librdkafka) producer: measured here, enqueueing a
+540-byte record costs ~5 µs against ~60 µs with kafka-python, and the worker publishes
+a few records per event. ``partitioner=murmur2_random`` keeps key placement identical
+to kafka-python/aiokafka/faust (librdkafka's default differs; DESIGN §8).
+
+Dead letters are flushed and their delivery checked *before* the engine commits a
+batch, so a crash can repeat a dead letter but never lose one (at-least-once).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
-from kafka import KafkaProducer
+from confluent_kafka import KafkaError, Producer
 
+from streamer.errors import StateError
 from streamer.events.decode import Rejected
 from streamer.store.base import FeatureRecord
 from streamer.store.codec import encode_record
@@ -19,18 +25,72 @@ from streamer.store.codec import encode_record
 log = logging.getLogger(__name__)
 
 
-def make_producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
-    """Return a throughput-tuned, ``acks='all'`` kafka-python producer for ``bootstrap``."""
-    conf: dict[str, Any] = {
-        "bootstrap_servers": bootstrap,
-        "acks": "all",
-        "linger_ms": 5,
-        "batch_size": 256 * 1024,
-        "max_request_size": 4 * 1024 * 1024,
-        "retries": 5,
-    }
-    conf.update(overrides)
-    return KafkaProducer(**conf)
+class SinkProducer:
+    """A librdkafka producer with delivery-error accounting.
+
+    Parameters
+    ----------
+    bootstrap
+        Kafka bootstrap servers.
+    overrides
+        librdkafka settings (``linger.ms``, ...), merged over the defaults.
+    """
+
+    def __init__(self, bootstrap: str, **overrides: Any) -> None:
+        conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "partitioner": "murmur2_random",
+            "queue.buffering.max.messages": 1_000_000,
+            "message.timeout.ms": 120_000,
+        }
+        conf.update(overrides)
+        self._p = Producer(conf)
+        self._lock = threading.Lock()
+        self.delivered = 0
+        self.failed = 0
+        self.last_error: str | None = None
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:  # noqa: ARG002
+        with self._lock:
+            if err is None:
+                self.delivered += 1
+            else:
+                self.failed += 1
+                self.last_error = str(err)
+
+    def produce(self, topic: str, key: bytes, value: bytes | None,
+                headers: list[tuple[str, bytes]] | None = None,
+                timestamp_ms: int | None = None) -> None:
+        """Queue one record; waits (serving delivery reports) while the local queue is full."""
+        kw: dict[str, Any] = {"key": key, "value": value, "on_delivery": self._on_delivery}
+        if headers:
+            kw["headers"] = headers
+        if timestamp_ms is not None and timestamp_ms >= 0:
+            kw["timestamp"] = timestamp_ms
+        while True:
+            try:
+                self._p.produce(topic, **kw)
+                break
+            except BufferError:
+                self._p.poll(0.05)
+        self._p.poll(0)
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        """Block until every queued record is acknowledged.
+
+        Raises
+        ------
+        StateError
+            If records are still queued after ``timeout_s`` (broker unreachable).
+        """
+        left = self._p.flush(timeout_s)
+        if left:
+            msg = (f"{left} records still undelivered after {timeout_s:g} s; is the broker "
+                   "reachable?")
+            raise StateError(msg)
 
 
 class KafkaDeadLetters:
@@ -39,47 +99,69 @@ class KafkaDeadLetters:
     Parameters
     ----------
     producer
-        A kafka-python producer.
+        The shared :class:`SinkProducer`.
     topic
         Dead-letter topic (``engagements.deadletter``).
     """
 
-    def __init__(self, producer: KafkaProducer, topic: str) -> None:
+    def __init__(self, producer: SinkProducer, topic: str) -> None:
         self._producer = producer
         self.topic = topic
         self.sent = 0
         self._pending = 0
+        self._counts: dict[str, int] = {}
 
     def send(self, rejected: Rejected) -> None:
         """Queue one reject (keyed by its source position)."""
         key = f"{rejected.topic}/{rejected.partition}/{rejected.offset}".encode()
-        self._producer.send(self.topic, key=key, value=rejected.raw, headers=rejected.headers())
+        self._producer.produce(self.topic, key, rejected.raw, headers=rejected.headers())
         self.sent += 1
         self._pending += 1
+        self._counts[rejected.reason] = self._counts.get(rejected.reason, 0) + 1
 
     def flush(self) -> None:
-        """Block until every queued reject is acknowledged by the broker."""
-        if self._pending:
-            self._producer.flush()
-            self._pending = 0
+        """Block until every queued reject is acknowledged.
+
+        Raises
+        ------
+        StateError
+            If a dead letter could not be delivered: the batch must not be committed.
+        """
+        if not self._pending:
+            return
+        failed_before = self._producer.failed
+        self._producer.flush()
+        if self._producer.failed > failed_before:
+            msg = (f"dead letters to {self.topic!r} failed: {self._producer.last_error}; "
+                   "the batch is not committed and will be re-read")
+            raise StateError(msg)
+        self._pending = 0
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Dead letters sent by this sink, by reason."""
+        return dict(self._counts)
 
 
 class EmbeddingPublisher:
     """Publishes changed vectors to ``embeddings.<type>.v<n>`` (compacted, key = entity id).
 
     Values are :func:`streamer.store.codec.encode_record` bytes; the record timestamp is
-    the vector's event time (ms).
+    the vector's event time (ms). Delivery is asynchronous; failures are counted on the
+    producer (``failed``, ``last_error``) and the next record for the id supersedes them.
     """
 
-    def __init__(self, producer: KafkaProducer, topic: str) -> None:
+    def __init__(self, producer: SinkProducer, topic: str) -> None:
         self._producer = producer
         self.topic = topic
         self.sent = 0
 
     def __call__(self, ids: list[str], records: list[FeatureRecord]) -> None:
-        """Queue one message per changed entity (delivery is asynchronous)."""
-        send = self._producer.send
+        """Queue one message per changed entity."""
+        produce = self._producer.produce
+        topic = self.topic
         for entity, rec in zip(ids, records, strict=True):
-            ts_ms = int(rec.updated_at * 1000) if rec.updated_at == rec.updated_at else None
-            send(self.topic, key=entity.encode(), value=encode_record(rec), timestamp_ms=ts_ms)
+            ts = rec.updated_at
+            produce(topic, entity.encode(), encode_record(rec),
+                    timestamp_ms=int(ts * 1000) if ts == ts else None)
         self.sent += len(ids)

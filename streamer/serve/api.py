@@ -115,7 +115,7 @@ def create_api(types: Mapping[str, ServedType], *, token: str | None = None) -> 
         return {"type": name, "items": [rec_json(i, r) for i, r in
                                         zip(body.ids, t.get_many(body.ids), strict=True)]}
 
-    @app.get("/v1/types/{name}/neighbours/{entity}")
+    @app.get("/v1/types/{name}/neighbours/{entity:path}")
     def neighbours(name: str, entity: str, k: int = 10,
                    kind: Literal["user", "item"] | None = None) -> dict[str, object]:
         res = served(name).neighbours_by_id(entity, k, kind)

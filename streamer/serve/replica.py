@@ -44,6 +44,7 @@ class EmbeddingTail(threading.Thread):
         self.poll_timeout_ms = poll_timeout_ms
         self.applied = 0
         self.errors = 0
+        self.last_error: str | None = None
         self._stop_evt = threading.Event()
         self.ready = threading.Event()
 
@@ -52,18 +53,31 @@ class EmbeddingTail(threading.Thread):
         self._stop_evt.set()
 
     def run(self) -> None:
-        """Assign all partitions, seek to the beginning and apply messages until stopped."""
+        """Tail the topic until stopped; on a client error, log it and start over.
+
+        Re-reading from the beginning is safe: applying a record twice is idempotent.
+        """
+        while not self._stop_evt.is_set():
+            try:
+                self._tail()
+            except Exception as exc:  # noqa: BLE001 - keep serving; the error is reported
+                self.errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception('embedding tail failed topic="%s"; retrying in 1 s', self.topic)
+                self._stop_evt.wait(1.0)
+
+    def _tail(self) -> None:
         consumer = KafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
             fetch_max_wait_ms=self.poll_timeout_ms, max_poll_records=5000,
         )
         try:
             parts = None
-            while parts is None and not self._stop_evt.is_set():
+            while not parts and not self._stop_evt.is_set():
                 parts = consumer.partitions_for_topic(self.topic)
-                if parts is None:
+                if not parts:  # unknown topic, or metadata not loaded yet
                     time.sleep(0.5)
-            if parts is None:
+            if not parts:
                 return
             tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
             consumer.assign(tps)
@@ -77,13 +91,16 @@ class EmbeddingTail(threading.Thread):
                 for msgs in batch.values():
                     for m in msgs:
                         try:
-                            ids.append(m.key.decode())
-                            recs.append(None if m.value is None
-                                        else decode_record(m.value, self.served.dim))
+                            entity = m.key.decode()
+                            rec = (None if m.value is None
+                                   else decode_record(m.value, self.served.dim))
                         except (StateError, UnicodeDecodeError, AttributeError) as exc:
                             self.errors += 1
                             log.warning('bad embedding message topic="%s" offset=%d error="%s"',
                                         self.topic, m.offset, exc)
+                            continue
+                        ids.append(entity)
+                        recs.append(rec)
                 if ids:
                     self.served.apply(ids, recs)
                     self.applied += len(ids)

@@ -48,7 +48,7 @@ class WorkerProcess:
         self.port = free_port()
         self.env["STREAMER_WORKER__WEB_PORT"] = str(self.port)
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
+        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "streamer", "worker", "--type", self.type_name,
              *(["--noop"] if self.noop else [])],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -90,8 +90,9 @@ class WorkerProcess:
             if m and sum(o + 1 for o in m["offsets"].values()) >= total:
                 return m
             time.sleep(0.3)
-        raise AssertionError(f"worker did not catch up to {total} in {timeout_s}s "
-                             f"(at {self.applied()}); log:\n{self.tail_log()}")
+        msg = (f"worker did not catch up to {total} in {timeout_s}s "
+               f"(at {self.applied()}); log:\n{self.tail_log()}")
+        raise AssertionError(msg)
 
     def kill(self) -> None:
         """SIGKILL the worker's process group and wait for it."""
@@ -135,8 +136,9 @@ class ServeProcess:
         args = [sys.executable, "-m", "streamer", "serve", "--port", str(self.port)]
         for t in self.types:
             args += ["--type", t]
-        self.proc = subprocess.Popen(args, env=self.env, stdout=self.log_path.open("ab"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            args, env=self.env, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT,
+            start_new_session=True)
         return self
 
     def wait_caught_up(self, type_name: str, expected: int, timeout_s: float) -> dict:
@@ -146,14 +148,16 @@ class ServeProcess:
         while time.monotonic() < deadline:
             assert self.proc is not None and self.proc.poll() is None, self.log_path.read_text()
             try:
-                with urllib.request.urlopen(f"{self.url}/v1/types/{type_name}", timeout=2) as r:
+                with urllib.request.urlopen(  # noqa: S310 - loopback http URL we built
+                        f"{self.url}/v1/types/{type_name}", timeout=2) as r:
                     last = json.loads(r.read())
                 if last.get("caught_up") and last.get("entities", 0) >= expected:
                     return last
             except OSError:
                 pass
             time.sleep(0.3)
-        raise AssertionError(f"serve not caught up: {last}; log:\n{self.log_path.read_text()}")
+        msg = f"serve not caught up: {last}; log:\n{self.log_path.read_text()}"
+        raise AssertionError(msg)
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -119,7 +119,7 @@ def uninterrupted(produced: Produced, kafka_bootstrap: str, tmp_path_factory) ->
     finally:
         rc = w.stop()
     assert rc == 0 or rc is not None
-    feats, st, offs = _table_snapshot(state / f"{TYPE}.v1", _dim())
+    feats, st, offs = _table_snapshot(state / f"{produced.prefix}{TYPE}.v1", _dim())
     return {"state_dir": state, "metrics": metrics, "alive": alive, "features": feats,
             "state": st, "offsets": offs, "elapsed_s": elapsed}
 
@@ -196,7 +196,7 @@ def test_sigkill_mid_stream_then_restart_ends_in_the_same_state(uninterrupted, p
         w.wait_applied(produced.total, timeout_s=600)
     finally:
         w.stop()
-    feats, st, offs = _table_snapshot(state / f"{TYPE}.v1", _dim())
+    feats, st, offs = _table_snapshot(state / f"{produced.prefix}{TYPE}.v1", _dim())
     assert offs == uninterrupted["offsets"]
     assert feats.keys() == uninterrupted["features"].keys()
     diff = [k for k in feats if feats[k] != uninterrupted["features"][k]]

@@ -28,7 +28,7 @@ DIM = 8
 def _served() -> ServedType:
     st = ServedType(name="t", version=1, dim=DIM, index=KindedIndex(DIM, factory=ExactIndex))
     rng = np.random.default_rng(0)
-    ids = [f"u:{i}" for i in range(20)] + [f"i:{i}" for i in range(30)]
+    ids = [f"u:{i}" for i in range(20)] + [f"i:{i}" for i in range(29)] + ["i:a/b?c#d %"]
     recs = [FeatureRecord(vector=rng.standard_normal(DIM).astype(np.float32), updated_at=1e9 + i,
                           update_count=i + 1, model_version=1) for i in range(len(ids))]
     st.apply(ids, recs)
@@ -72,7 +72,7 @@ def test_neighbours_by_id_match_exact_cosine(server):
     with Client(server.url) as c:
         res = c.neighbours("t", "u:3", k=5, kind="item")
     v = server.served.get_many(["u:3"])[0].vector
-    items = [f"i:{i}" for i in range(30)]
+    items = [f"i:{i}" for i in range(29)] + ["i:a/b?c#d %"]
     m = np.stack([r.vector for r in server.served.get_many(items)])
     cos = m @ v / (np.linalg.norm(m, axis=1) * np.linalg.norm(v))
     want = [items[j] for j in np.argsort(-cos)[:5]]
@@ -113,6 +113,15 @@ def test_bad_input_gets_a_4xx_with_a_one_line_reason(server, method, path, body,
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert fragment in err and "\n" not in err
+
+
+def test_ids_with_url_characters_round_trip(server):
+    with Client(server.url) as c:
+        res = c.neighbours("t", "i:a/b?c#d %", k=3)
+        assert len(res) == 3 and "i:a/b?c#d %" not in [i for i, _ in res]
+        assert c.get("t", ["i:a/b?c#d %"])[0]["found"]
+    r = _cli("neighbors", "t", "i:a/b?c#d %", "-k", "2", "--json", "--api", server.url)
+    assert r.returncode == 0 and r.stdout.count('"id": ') == 3, r.stderr
 
 
 def test_client_maps_errors(server):
@@ -170,3 +179,31 @@ def test_cli_unreachable_api_exits_1():
     r = _cli("neighbors", "t", "u:1", "--api", f"http://127.0.0.1:{free_port()}")
     assert r.returncode == 1
     assert "cannot reach the API" in r.stderr
+
+
+def test_cli_against_a_server_that_is_not_streamer_gives_one_line():
+    import http.server
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = b"<html>hello</html>"
+            self.send_response(200 if "ok" in self.path else 404)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}"
+        for api in (url, url + "/ok"):
+            r = _cli("neighbors", "t", "u:1", "--api", api)
+            assert r.returncode in (1, 2), r.stderr
+            assert "Traceback" not in r.stderr and "streamer serve" in r.stderr
+    finally:
+        srv.shutdown()
