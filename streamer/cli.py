@@ -66,53 +66,16 @@ def demo(
     type_name: Annotated[str, typer.Option("--type", help="Embedding type")] = "demo-cooc",
 ) -> None:
     """Run the whole flow in one process on the embedded LastFM Asia follow graph."""
-    from streamer.demo import run_demo
-    from streamer.types import SystemClock
+    from streamer.demo import demo_command
 
     settings = _settings()
     spec = _spec(type_name)
-    out.print(f"[bold]streamer demo[/]: streaming the LastFM Asia follow graph (MIT) "
-              f"through type [cyan]{spec.name}[/] ({spec.algorithm}) ...")
     try:
-        res = run_demo(spec, state_dir=state_dir, clock=SystemClock(),
-                       data_dir=settings.data_dir)
+        demo_command(settings, spec, once=once, host=host, port=port, state_dir=state_dir,
+                     console=out)
     except OSError as exc:
         _fail(f"cannot use state dir {state_dir}: {exc.strerror or exc}; expected a writable "
               "folder (or omit --state-dir for a temporary one)")
-    m = res.engine.metrics()
-    out.print(f"applied {m['accepted']:,} events, dead-lettered {m['rejected']:,} "
-              f"in {res.seconds:.2f} s ({res.events / max(res.seconds, 1e-9):,.0f} events/s); "
-              f"{len(res.served):,} vectors; dead letters: {res.dead_letters_path}")
-    users = [e for e in ("u:0", "u:1", "u:2") if res.served.get_many([e])[0] is not None]
-    for user in users:
-        table = Table(title=f"{user}: items to recommend (users it may follow)  /  similar users")
-        table.add_column("item", style="cyan")
-        table.add_column("score", justify="right")
-        table.add_column("user", style="magenta")
-        table.add_column("score", justify="right")
-        items = res.served.neighbours_by_id(user, 5, "item")
-        peers = res.served.neighbours_by_id(user, 5, "user")
-        for j in range(max(len(items), len(peers))):
-            a = items[j] if j < len(items) else ("", float("nan"))
-            b = peers[j] if j < len(peers) else ("", float("nan"))
-            table.add_row(a[0], f"{a[1]:.3f}", b[0], f"{b[1]:.3f}")
-        out.print(table)
-    if once:
-        res.engine.close()
-        res.served.index.close()
-        return
-    import uvicorn
-
-    from streamer.serve.api import create_api
-
-    api = create_api({spec.name: res.served}, token=settings.api_token)
-    out.print(f"serving the API on http://{host}:{port} (try "
-              f"http://{host}:{port}/v1/types/{spec.name}/neighbours/u:0?kind=item); Ctrl-C stops")
-    try:
-        uvicorn.run(api, host=host, port=port, log_level="warning")
-    finally:
-        res.engine.close()
-        res.served.index.close()
 
 
 @app.command()
