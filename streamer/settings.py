@@ -36,7 +36,8 @@ class WorkerSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     batch_max: int = Field(2000, ge=1, description="max events per micro-batch (faust take())")
-    batch_within_s: float = Field(0.2, gt=0, description="max wait (wall s) to fill a batch")
+    batch_within_s: float = Field(0.05, gt=0, description="max wait (wall s) to fill a "
+                                  "batch; bounds freshness (benchmarks/e2e.py)")
     session_timeout_s: float = Field(30.0, gt=0, description="consumer group session timeout")
     heartbeat_interval_s: float = Field(3.0, gt=0, description="consumer heartbeat interval")
     web_port: int = Field(6066, ge=0, le=65535, description="worker health/metrics port (0: off)")
