@@ -301,7 +301,6 @@ def open_engine(
     max_future_s: float = 86_400.0,
     dedup_window_s: float = 86_400.0,
     publish: Callable[[list[str], list[FeatureRecord]], None] | None = None,
-    read_only: bool = False,
     path_prefix: str = "",
 ) -> Engine:
     """Open (or create) the RocksDB state of ``spec`` under ``state_dir`` and build an Engine.
@@ -323,8 +322,7 @@ def open_engine(
 
     learner = build_learner(spec.algorithm, spec.params)
     table = RocksFeatureTable(Path(state_dir) / f"{path_prefix}{spec.state_dirname}",
-                              dim=learner.dim,
-                              read_only=read_only)
+                              dim=learner.dim)
     index = None
     if with_index:
         params = dict(index_params or {})

@@ -7,7 +7,7 @@ source position and raw bytes. Sinks here:
 * :class:`MemoryDeadLetters`: a list (tests).
 
 The Kafka sink (topic ``engagements.deadletter``, reason in headers) lives in the
-runtime; :class:`streamer.kafka_io.SyncProducer` is the producer it can use.
+runtime; :class:`streamer.runtime.kafka_sinks.KafkaDeadLetters` is that sink.
 """
 
 from __future__ import annotations
