@@ -118,7 +118,7 @@ def uninterrupted(produced: Produced, kafka_bootstrap: str, tmp_path_factory) ->
         metrics = w.metrics()
     finally:
         rc = w.stop()
-    assert rc == 0 or rc is not None
+    assert rc == 0, f"worker did not shut down cleanly on SIGTERM:\n{w.tail_log()}"
     feats, st, offs = _table_snapshot(state / f"{produced.prefix}{TYPE}.v1", _dim())
     return {"state_dir": state, "metrics": metrics, "alive": alive, "features": feats,
             "state": st, "offsets": offs, "elapsed_s": elapsed}
