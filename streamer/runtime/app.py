@@ -98,8 +98,8 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
     stats: dict[str, Any] = {"batches": 0, "messages": 0, "first_batch_wall_s": None,
                              "last_batch_wall_s": None}
     noop_offsets: dict[str, int] = {}
-    decoder = Decoder(actions=spec.action_weights, max_future_s=settings.max_future_s,
-                      clock=SystemClock())
+    decoder = (Decoder(actions=spec.action_weights, max_future_s=settings.max_future_s,
+                       clock=SystemClock()) if noop else None)
 
     @app.agent(source, name=f"{spec.name}-learner")
     async def learn(stream: faust.StreamT) -> None:
@@ -111,6 +111,7 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
             stats["batches"] += 1
             stats["messages"] += len(events)
             if eng is None:
+                assert decoder is not None
                 for e in events:
                     m = e.message
                     decoder.decode(m.value, topic=m.topic, partition=m.partition,
@@ -136,7 +137,7 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:  # noqa: ARG001
-        if noop:
+        if decoder is not None:  # noop mode
             body: dict[str, Any] = {"type": spec.name, "noop": True,
                                     "offsets": dict(noop_offsets), **decoder.counters}
         else:
