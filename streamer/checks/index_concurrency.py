@@ -87,11 +87,7 @@ def check_concurrent_queries_during_upserts(make: IndexFactory, tmp: Path) -> No
     ]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert not any(t.is_alive() for t in threads), "a thread hung (deadlock?)"
-    if errors:
-        raise errors[0]
+    _join_and_reraise(threads, errors, timeout_s=300)
     assert len(idx) == len(stable) + len(doomed) - len(deleted) + 600
     _check(idx)
 
@@ -196,12 +192,20 @@ def check_concurrent_writers_match_oracle(make: IndexFactory, tmp: Path) -> None
         finished.set()
         for t in threads:
             t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a thread hung (deadlock?)"
-    if errors:
-        raise errors[0]
+    _join_and_reraise(threads, errors, timeout_s=0)  # already joined: check and re-raise
     everything = stable + gone + [e for p in pools for e in p]
     _assert_same_as_oracle(idx, oracle, everything)
     assert idx.wait_idle(120)
     _assert_same_as_oracle(idx, oracle, everything)
     idx.fold()
     _assert_same_as_oracle(idx, oracle, everything)
+
+
+def _join_and_reraise(threads: list[threading.Thread], errors: list[BaseException],
+                      *, timeout_s: float) -> None:
+    """Join ``threads`` (``timeout_s`` wall s each); fail if one hung; re-raise the first error."""
+    for t in threads:
+        t.join(timeout=timeout_s)
+    assert not any(t.is_alive() for t in threads), "a thread hung (deadlock?)"
+    if errors:
+        raise errors[0]
