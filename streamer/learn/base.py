@@ -173,6 +173,40 @@ class OnlineLearner(abc.ABC):
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         """Replace the state with one produced by :meth:`state_dict`."""
 
+    def warm_start(self, ids: Sequence[EntityId], vectors: Matrix) -> int:
+        """Initialise the vectors of ``ids`` from another type's vectors (transfer).
+
+        Called once on a *fresh* learner, before any event (``streamer worker
+        --init-from TYPE``). Ids the learner cannot hold are skipped. The initialised ids
+        are reported by :meth:`changed` and their state by :meth:`state_changes`, so the
+        runtime commits them like any update.
+
+        Parameters
+        ----------
+        ids
+            Namespaced ids (``u:...`` / ``i:...``), no duplicates.
+        vectors
+            Shape ``(len(ids), dim)`` float32, finite.
+
+        Returns
+        -------
+        int
+            How many ids got a vector.
+
+        Raises
+        ------
+        ConfigError
+            If the algorithm does not support warm start (the default).
+        StateError
+            If the learner has already learned events.
+        DimensionMismatch
+            If ``vectors`` is not ``(len(ids), dim)``.
+        """
+        from streamer.errors import ConfigError
+
+        msg = f"algorithm {self.name!r} does not support warm start (--init-from)"
+        raise ConfigError(msg)
+
     def update_counts(self, ids: Sequence[EntityId]) -> npt.NDArray[np.int64]:
         """Return how many events have touched each id (0 if unknown); shape ``(len(ids),)``."""
         return np.zeros(len(ids), np.int64)

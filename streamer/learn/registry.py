@@ -1,14 +1,51 @@
 """Algorithm registry: built-in learners plus plug-ins from entry points (DESIGN §3).
 
-A plug-in package declares, in its ``pyproject.toml``::
+Names resolve to :class:`~streamer.learn.base.OnlineLearner` subclasses: first the
+built-ins (``_BUILTIN``: ``cooc``, ``sgns``), then the entry points of group
+``streamer.algorithms``. Built-in names win over plug-ins of the same name. Entry points
+are read with :func:`importlib.metadata.entry_points` on each call (cheap; nothing is
+scanned at import time) and a plug-in module is imported only when its name is asked
+for, so a broken plug-in cannot break the others.
 
-    [project.entry-points."streamer.algorithms"]
-    my_algo = "my_pkg.learner:MyLearner"
+Writing a plug-in algorithm
+---------------------------
+1. Subclass :class:`~streamer.learn.base.OnlineLearner` in your own package and
+   implement ``dim``, ``learn_many``, ``vectors``, ``changed``, ``entity_ids``,
+   ``state_changes``/``load_state_records`` and ``state_dict``/``load_state_dict``.
+   Keep it pure (no I/O, no wall clock), seed every random source, and decay in event
+   time. Take constructor keyword arguments (a topology's ``params``), raise
+   :class:`~streamer.errors.ConfigError` for bad ones, and set ``name``. Optional:
+   ``per_partition_state = True`` if state is kept per source partition (then the
+   suite also checks partition-interleaving invariance), ``warm_start`` for
+   ``--init-from`` transfer, ``update_counts``/``last_event_ts`` for metadata, and a
+   ``_unit_test_params`` classmethod yielding small, fast parameter sets.
+2. Declare it in your ``pyproject.toml``::
 
-and its class (an :class:`~streamer.learn.base.OnlineLearner` subclass) is then
-available as ``get_algorithm("my_algo")``. Built-in names win over plug-ins of the same
-name. Entry points are read with :func:`importlib.metadata.entry_points` on each call
-(cheap; no import-time scanning) and loaded only when asked for.
+       [project.entry-points."streamer.algorithms"]
+       my-algo = "my_pkg.learner:MyLearner"
+
+   and ``pip install`` the package next to streamer: :func:`available_algorithms`
+   now lists ``my-algo``, and an embedding type uses it with
+   ``TopologySpec(name=..., algorithm="my-algo", params={...})`` in ``topologies/``
+   (:func:`build_learner` passes ``params`` as keyword arguments).
+3. Run the contract suite (every built-in passes it) in your own tests::
+
+       import functools, pytest
+       from streamer.checks.learners import yield_checks
+       from my_pkg.learner import MyLearner
+
+       MAKE = functools.partial(MyLearner, dim=16, seed=1)
+
+       @pytest.mark.parametrize("check", list(yield_checks(MAKE)),
+                                ids=lambda c: c.__name__)
+       def test_contract(check):
+           check(MAKE)
+
+   ``yield_checks`` picks the optional checks from the class (per-partition state,
+   a ``seed`` keyword, an overridden ``warm_start``). Each check raises
+   ``AssertionError`` naming what broke. ``tests/plugins/example_plugin`` in this
+   repository is a complete example; ``tests/contract/test_learners.py`` installs it as
+   a distribution and runs the suite over it.
 """
 
 from __future__ import annotations
@@ -19,13 +56,15 @@ from importlib.metadata import EntryPoint, entry_points
 from streamer.errors import ConfigError
 from streamer.learn.base import OnlineLearner
 from streamer.learn.cooccurrence import DecayedCooccurrence
+from streamer.learn.skipgram import SkipGram
 
-__all__ = ["ENTRY_POINT_GROUP", "available_algorithms", "get_algorithm"]
+__all__ = ["ENTRY_POINT_GROUP", "available_algorithms", "build_learner", "get_algorithm"]
 
 ENTRY_POINT_GROUP = "streamer.algorithms"
 
 _BUILTIN: dict[str, type[OnlineLearner]] = {
     "cooc": DecayedCooccurrence,
+    "sgns": SkipGram,
 }
 
 

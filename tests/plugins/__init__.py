@@ -1,0 +1,1 @@
+"""Plug-in distributions used by the learner contract tests (installed into a tmp dir)."""
