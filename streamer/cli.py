@@ -85,13 +85,43 @@ def worker(
     loglevel: Annotated[str, typer.Option(help="faust log level")] = "info",
     noop: Annotated[bool, typer.Option(
         "--noop", help="Benchmark baseline: only decode and ack.")] = False,
+    init_from: Annotated[str | None, typer.Option(
+        "--init-from", metavar="TYPE",
+        help="Warm-start a fresh type from TYPE's vectors (same dim; skipped once the "
+             "type has state)", envvar="STREAMER_INIT_FROM")] = None,
+    web_port: Annotated[int | None, typer.Option(
+        help="/health and /metrics port (default STREAMER_WORKER__WEB_PORT, 6066; 0: off); "
+             "each worker on a machine needs its own", min=0, max=65535)] = None,
 ) -> None:
-    """Run the faust worker of one embedding type (consumer group streamer-<type>-v<n>)."""
-    from streamer.runtime.app import run_worker
+    """Run the faust worker of one embedding type (consumer group streamer-<type>-v<n>).
+
+    Run one worker per type; several types can read the same engagements topic.
+    """
+    from streamer.runtime.app import check_web_port, run_worker
+    from streamer.runtime.app import init_from as run_init_from
+    from streamer.transfer import check_transfer
 
     settings = _settings()
+    if web_port is not None:
+        settings = settings.model_copy(
+            update={"worker": settings.worker.model_copy(update={"web_port": web_port})})
     spec = _spec(type_name)
-    run_worker(settings, spec, loglevel=loglevel, noop=noop)
+    init = None
+    if init_from is not None:
+        if noop:
+            _fail("--init-from cannot be used with --noop (a no-op worker keeps no state)")
+        source = _spec(init_from)
+        check_transfer(spec, source)
+        check_web_port(settings)  # before any work: a retry after this error is clean
+        init = run_init_from(settings, spec, source)
+        if init.report is None:
+            err.print(f"init-from {source.name}: skipped, {spec.name} already has state",
+                      highlight=False)
+        else:
+            r = init.report
+            err.print(f"init-from {source.name} v{r.source_version}: {r.ids} of {r.offered} "
+                      f"ids warm-started in {spec.name} v{spec.version}", highlight=False)
+    run_worker(settings, spec, loglevel=loglevel, noop=noop, init=init)
 
 
 @app.command()

@@ -17,6 +17,10 @@ micro-batch of raw messages (any source) and, in order:
 A crash at any point therefore restarts from a state that is exactly the state after
 some prefix of whole micro-batches, and the learner's per-partition, per-event
 semantics make the end state independent of how batches were cut.
+
+A fresh type can be warm-started from another type's vectors before it consumes
+anything (:func:`warm_start_from`, ``streamer worker --init-from``): one more atomic
+commit of vectors and learner state, with no offsets.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from streamer.errors import DimensionMismatch, StateError
 from streamer.events.deadletter import DeadLetterSink
 from streamer.events.decode import Decoder, Rejected, to_batch
 from streamer.events.dedup import Deduplicator
@@ -38,6 +43,13 @@ from streamer.index.base import VectorIndex
 from streamer.learn.base import OnlineLearner
 from streamer.store.base import FeatureRecord, FeatureTable, claim_manifest
 from streamer.topology import TopologySpec
+from streamer.transfer import (
+    INIT_FROM_META_KEY,
+    WarmStart,
+    check_transfer,
+    load_source_vectors,
+    table_path,
+)
 from streamer.types import Clock, item_key, user_key
 
 log = logging.getLogger(__name__)
@@ -132,7 +144,9 @@ class Engine:
         self.counters: Counter[str] = Counter()
         self._check_manifest()
         self._offsets = table.offsets()
+        self._has_state = False
         self._load_state()
+        self._init_from = self._load_init_from()
         if index is not None:
             self._rebuild_index()
 
@@ -151,6 +165,7 @@ class Engine:
                 dedup_recs.append((key[len(_DEDUP):], value))
             elif key == _COUNTERS:
                 self.counters.update(json.loads(value))
+        self._has_state = bool(learner_recs or dedup_recs or self.counters)
         if learner_recs:
             self.learner.load_state_records(learner_recs)
         if dedup_recs:
@@ -158,6 +173,26 @@ class Engine:
         self.learner.changed()  # loading is not a change
         log.info('loaded state type="%s" learner_records=%d dedup_records=%d offsets=%s',
                  self.spec.name, len(learner_recs), len(dedup_recs), self._offsets)
+
+    def _load_init_from(self) -> WarmStart | None:
+        # the record is written just before the warm start's commit: a fresh table
+        # means that commit never happened, so the record does not count
+        raw = self.table.get_meta(INIT_FROM_META_KEY)
+        if raw is None or self.is_fresh():
+            return None
+        return WarmStart.from_bytes(raw)
+
+    def is_fresh(self) -> bool:
+        """Return True if no batch and no warm start was ever committed to the table.
+
+        That is: no stored offsets and no state record (learner, dedup or counters).
+        """
+        return not self._offsets and not self._has_state
+
+    @property
+    def init_from(self) -> WarmStart | None:
+        """Where this type's warm start came from, or ``None`` if it had none."""
+        return self._init_from
 
     def _rebuild_index(self) -> None:
         assert self.index is not None
@@ -231,33 +266,60 @@ class Engine:
         for e in events:
             touched.add(user_key(e.user_id))
             touched.add(item_key(e.item_id))
-        changed = sorted(touched)
+        changed, records, features = self._feature_records(sorted(touched))
+        state = self._state_records_changed()
+        self.dead_letters.flush()  # dead letters first: at-least-once, never lost
+        self.table.commit(features, state, new_offsets)
+        self._offsets.update(new_offsets)
+        self._has_state = True
+        self._after_commit(changed, records, features)
+        res.changed = changed
+        res.records = records
+        return res
+
+    def _feature_records(
+        self, changed: list[str], fallback_ts: dict[str, float] | None = None,
+    ) -> tuple[list[str], list[FeatureRecord], dict[str, FeatureRecord | None]]:
+        """Build the records of ``changed`` ids: (kept ids, their records, id -> record|None).
+
+        An id without a vector maps to ``None`` (delete). ``fallback_ts`` gives
+        ``updated_at`` (event s) for ids the learner has no event time for (warm start).
+        """
         records: list[FeatureRecord] = []
         features: dict[str, FeatureRecord | None] = {}
-        if changed:
-            vecs, mask = self.learner.vectors(changed)
-            counts = self.learner.update_counts(changed)
-            last_ts = self.learner.last_event_ts(changed)
-            kept: list[str] = []
-            for j, entity in enumerate(changed):
-                if not mask[j]:
-                    features[entity] = None
-                    continue
-                rec = FeatureRecord(vector=vecs[j], updated_at=float(last_ts[j]),
-                                    update_count=int(counts[j]), model_version=self.spec.version)
-                features[entity] = rec
-                kept.append(entity)
-                records.append(rec)
-            changed = kept
+        if not changed:
+            return changed, records, features
+        vecs, mask = self.learner.vectors(changed)
+        counts = self.learner.update_counts(changed)
+        last_ts = self.learner.last_event_ts(changed)
+        kept: list[str] = []
+        for j, entity in enumerate(changed):
+            if not mask[j]:
+                features[entity] = None
+                continue
+            ts = float(last_ts[j])
+            if fallback_ts is not None and not np.isfinite(ts):
+                ts = fallback_ts.get(entity, 0.0)
+            rec = FeatureRecord(vector=vecs[j], updated_at=ts,
+                                update_count=int(counts[j]), model_version=self.spec.version)
+            features[entity] = rec
+            kept.append(entity)
+            records.append(rec)
+        return kept, records, features
+
+    def _state_records_changed(self) -> dict[bytes, bytes | None]:
+        """Collect learner and dedup state changed since the last commit, plus the counters."""
         state: dict[bytes, bytes | None] = {}
         for k, v in self.learner.state_changes().items():
             state[_LEARNER + k] = v
         for k, v in self.dedup.state_changes().items():
             state[_DEDUP + k] = v
         state[_COUNTERS] = json.dumps(dict(self.counters), sort_keys=True).encode()
-        self.dead_letters.flush()  # dead letters first: at-least-once, never lost
-        self.table.commit(features, state, new_offsets)
-        self._offsets.update(new_offsets)
+        return state
+
+    def _after_commit(self, changed: list[str], records: list[FeatureRecord],
+                      features: dict[str, FeatureRecord | None]) -> None:
+        """Update the live index and publish, once a commit has returned."""
         gone = [e for e, r in features.items() if r is None]
         if self.index is not None:
             if gone:
@@ -266,9 +328,70 @@ class Engine:
                 self.index.upsert(changed, np.stack([r.vector for r in records]))
         if self.publish is not None and changed:
             self.publish(changed, records)
-        res.changed = changed
-        res.records = records
-        return res
+
+    # -- transfer -------------------------------------------------------------------
+    def warm_start(self, source: TopologySpec, ids: list[str], vectors: np.ndarray,
+                   updated_at: np.ndarray) -> WarmStart:
+        """Seed this fresh type with ``source``'s vectors and commit them atomically.
+
+        Calls ``learner.warm_start(ids, vectors)``, then writes the vectors of every id
+        it initialised and all learner state it changed in **one** table commit with
+        no offsets (consumption then starts from the beginning of the source topic),
+        then updates the index and publishes. The :class:`WarmStart` record goes to the
+        table metadata (key ``init_from``) just before that commit; it only counts once
+        the commit is there (see :meth:`is_fresh`), so a crash in between is harmless.
+
+        Parameters
+        ----------
+        source
+            The source type.
+        ids
+            Namespaced ids of the source's vectors, no duplicates.
+        vectors
+            Shape ``(len(ids), dim)`` float32, finite.
+        updated_at
+            Shape ``(len(ids),)`` float64, event seconds of each source vector; used as
+            ``updated_at`` of a warm-started record that has no event yet.
+
+        Returns
+        -------
+        WarmStart
+            What was applied (also stored in the table metadata).
+
+        Raises
+        ------
+        ConfigError
+            If ``source`` is this type, or the algorithm has no warm start.
+        StateError
+            If the table already has state (offsets or state records).
+        DimensionMismatch
+            If ``vectors`` has another dim than the learner.
+        """
+        check_transfer(self.spec, source)
+        if not self.is_fresh():
+            msg = (f"type {self.spec.name!r} already has state in {self.table!r}; a warm "
+                   "start only applies to a fresh type (bump its version for a new one)")
+            raise StateError(msg)
+        dim = self.learner.dim
+        if vectors.ndim != 2 or vectors.shape != (len(ids), dim):
+            msg = (f"--init-from {source.name}: vectors have shape {vectors.shape}, type "
+                   f"{self.spec.name!r} expects ({len(ids)}, {dim})")
+            raise DimensionMismatch(msg)
+        n = self.learner.warm_start(ids, vectors)
+        fallback = dict(zip(ids, map(float, updated_at), strict=True))
+        changed, records, features = self._feature_records(sorted(self.learner.changed()),
+                                                           fallback)
+        state = self._state_records_changed()
+        report = WarmStart(source=source.name, source_version=source.version,
+                           source_algorithm=source.algorithm, offered=len(ids), ids=int(n))
+        self.table.put_meta(INIT_FROM_META_KEY, report.to_bytes())
+        self.table.commit(features, state, {})
+        self._has_state = True
+        self._init_from = report
+        self._after_commit(changed, records, features)
+        log.info('warm start type="%s" source="%s" version=%d offered=%d ids=%d',
+                 self.spec.name, source.name, source.version, len(ids), n)
+        return report
 
     def close(self) -> None:
         """Stop the index's maintenance thread and close the feature table."""
@@ -287,6 +410,7 @@ class Engine:
             "rejected_by_reason": dict(sorted(rejected.items())),
             "offsets": {f"{t}[{p}]": o for (t, p), o in sorted(self._offsets.items())},
             "entities": self.table.count(),
+            "init_from": None if self._init_from is None else self._init_from.to_json(),
         }
 
 
@@ -321,7 +445,7 @@ def open_engine(
     from streamer.store.rocks import RocksFeatureTable
 
     learner = build_learner(spec.algorithm, spec.params)
-    table = RocksFeatureTable(Path(state_dir) / f"{path_prefix}{spec.state_dirname}",
+    table = RocksFeatureTable(table_path(spec, state_dir=state_dir, path_prefix=path_prefix),
                               dim=learner.dim)
     index = None
     if with_index:
@@ -330,6 +454,53 @@ def open_engine(
     return Engine(spec, learner=learner, table=table, dead_letters=dead_letters, clock=clock,
                   index=index, max_future_s=max_future_s, dedup_window_s=dedup_window_s,
                   publish=publish)
+
+
+def warm_start_from(
+    engine: Engine, source: TopologySpec, *, state_dir: Path, path_prefix: str = "",
+) -> WarmStart | None:
+    """Warm-start ``engine``'s type from ``source``'s feature table, unless it has state.
+
+    ``streamer worker --type T --init-from SOURCE`` calls this before consuming. The
+    source table (``state_dir / "<path_prefix><source>.v<n>"``, the layout of
+    :func:`open_engine`) is read through a RocksDB secondary instance, so a running
+    source worker is not disturbed. A type that already has state (a restart, or a
+    type that consumed events) is left alone and ``None`` returned: restarts with the
+    same flag are idempotent.
+
+    Parameters
+    ----------
+    engine
+        The new type's engine, as opened by :func:`open_engine`.
+    source
+        The type to copy vectors from (same dim).
+    state_dir, path_prefix
+        Where the source's table lives (the settings the source worker runs with).
+
+    Returns
+    -------
+    WarmStart or None
+        What was applied, or ``None`` if the type already had state (logged).
+
+    Raises
+    ------
+    ConfigError
+        ``source`` is the engine's own type; no table at the source's path, or it holds
+        no vectors; the algorithm does not support warm start.
+    DimensionMismatch
+        The source's dim differs from the new type's.
+    StateError
+        The source table is unreadable or belongs to other params.
+    """
+    check_transfer(engine.spec, source)
+    if not engine.is_fresh():
+        log.info('init-from skipped type="%s" source="%s": the type already has state '
+                 '(offsets=%d, init_from=%s)', engine.spec.name, source.name,
+                 len(engine.offsets()), engine.init_from)
+        return None
+    ids, vectors, updated_at = load_source_vectors(
+        source, state_dir=state_dir, path_prefix=path_prefix, dim=engine.learner.dim)
+    return engine.warm_start(source, ids, vectors, updated_at)
 
 
 def iter_chunks(items: Iterable[RawMessage], size: int) -> Iterable[list[RawMessage]]:

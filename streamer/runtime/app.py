@@ -6,21 +6,35 @@ the :class:`streamer.engine.Engine`, which commits vectors, learner state and of
 atomically to the type's RocksDB path. faust acks a ``take`` batch only after the loop
 body returns, so the consumer group's committed offset never passes what is stored;
 after a crash the engine skips re-delivered offsets (DESIGN §6).
+
+Several types learn from one ``engagements`` stream side by side, one worker process
+each: every type has its own app id and consumer group (``streamer-<type>-v<n>``, under
+the topic prefix), faust data dir, RocksDB path, output topic and web port, so nothing is
+shared but the input topic and the dead-letter topic (a malformed message is
+dead-lettered once by each type that reads it). ``--init-from`` warm-starts a fresh type
+from another type's table before the worker consumes (:func:`init_from`).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 
-from streamer.engine import Engine, RawMessage, open_engine
+from streamer.engine import Engine, RawMessage, open_engine, warm_start_from
+from streamer.errors import ConfigError
+from streamer.events.deadletter import MemoryDeadLetters
 from streamer.events.decode import Decoder
 from streamer.runtime.kafka_sinks import EmbeddingPublisher, KafkaDeadLetters, SinkProducer
 from streamer.settings import Settings
+from streamer.store.base import FeatureRecord
 from streamer.topology import TopologySpec
+from streamer.transfer import WarmStart
 from streamer.types import SystemClock
 
 log = logging.getLogger(__name__)
@@ -45,7 +59,7 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
         With one agent on ``spec.source`` and ``/health`` and ``/metrics`` pages.
     """
     w = settings.worker
-    group = settings.consumer_group or f"{settings.topic_prefix}{spec.app_id}"
+    group = worker_group(settings, spec)
     datadir = (settings.state_dir / "faust" / group).absolute()
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -157,6 +171,114 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
     return app
 
 
+def worker_group(settings: Settings, spec: TopologySpec) -> str:
+    """Return the worker's faust app id and consumer group.
+
+    ``STREAMER_CONSUMER_GROUP`` if set (one worker's override: two types must never
+    share a group, or they split the partitions between them), else
+    ``<topic_prefix>streamer-<type>-v<version>``.
+    """
+    return settings.consumer_group or f"{settings.topic_prefix}{spec.app_id}"
+
+
+def check_web_port(settings: Settings) -> None:
+    """Fail fast if the worker's /health and /metrics port is taken (e.g. by another worker).
+
+    Every worker serves its pages on ``STREAMER_WORKER__WEB_PORT`` (127.0.0.1), so a
+    second worker on one machine needs another port (or 0: no pages).
+
+    Raises
+    ------
+    ConfigError
+        If the port is in use on 127.0.0.1.
+    """
+    port = settings.worker.web_port
+    if port == 0:
+        return
+    with socket.socket() as s:
+        # as aiohttp (faust's web server) does: TIME_WAIT leftovers of a previous run
+        # do not count, only a live listener
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            msg = (f"worker web port {port} on 127.0.0.1 is in use (another worker?); give "
+                   "each worker its own port with --web-port or STREAMER_WORKER__WEB_PORT "
+                   "(0 turns the /health and /metrics pages off)")
+            raise ConfigError(msg) from exc
+
+
+@dataclass
+class InitFrom:
+    """Outcome of the ``--init-from`` step of a worker.
+
+    Attributes
+    ----------
+    source
+        The source type.
+    report
+        What was applied, or ``None`` if the type already had state (skipped).
+    ids, records
+        The warm-started vectors still to publish to ``embeddings.<type>.v<n>``
+        (empty when skipped or when publishing is off).
+    """
+
+    source: TopologySpec
+    report: WarmStart | None
+    ids: list[str] = field(default_factory=list)
+    records: list[FeatureRecord] = field(default_factory=list)
+
+
+def init_from(settings: Settings, spec: TopologySpec, source: TopologySpec) -> InitFrom:
+    """Warm-start ``spec``'s fresh table from ``source``'s vectors; needs no broker.
+
+    Opens ``spec``'s RocksDB path as its writer (so it fails if a worker of ``spec``
+    runs), applies :func:`streamer.engine.warm_start_from`, and closes it again before
+    the faust worker opens it. The vectors to publish are returned, not sent, so the
+    argument and state errors come before any Kafka connection.
+
+    Raises
+    ------
+    ConfigError, DimensionMismatch, StateError
+        See :func:`streamer.engine.warm_start_from`.
+    """
+    out = InitFrom(source=source, report=None)
+
+    def collect(ids: list[str], records: list[FeatureRecord]) -> None:
+        out.ids.extend(ids)
+        out.records.extend(records)
+
+    eng = open_engine(spec, state_dir=settings.state_dir, dead_letters=MemoryDeadLetters(),
+                      clock=SystemClock(), with_index=False,
+                      publish=collect if settings.worker.publish else None,
+                      path_prefix=settings.topic_prefix)
+    try:
+        out.report = warm_start_from(eng, source, state_dir=settings.state_dir,
+                                     path_prefix=settings.topic_prefix)
+    finally:
+        eng.close()
+    return out
+
+
+def publish_init(settings: Settings, spec: TopologySpec, init: InitFrom) -> None:
+    """Send the warm-started vectors to ``embeddings.<type>.v<n>`` and wait for the acks.
+
+    Raises
+    ------
+    StateError
+        If the broker does not acknowledge them (the table keeps them; events that touch
+        an id publish it again).
+    """
+    if not init.ids:
+        return
+    producer = SinkProducer(settings.kafka_bootstrap)
+    EmbeddingPublisher(producer, settings.topic(spec.output_topic))(init.ids, init.records)
+    producer.flush()
+    log.info('published warm start type="%s" ids=%d', spec.name, len(init.ids))
+
+
 def ensure_worker_topics(settings: Settings, spec: TopologySpec) -> None:
     """Create the source, dead-letter and compacted output topics if missing.
 
@@ -192,9 +314,30 @@ def _use_uvloop() -> None:
 
 
 def run_worker(settings: Settings, spec: TopologySpec, *, loglevel: str = "info",
-               noop: bool = False) -> None:
-    """Run the worker of ``spec`` until SIGINT/SIGTERM (blocks; exits the process)."""
+               noop: bool = False, init: InitFrom | None = None) -> None:
+    """Run the worker of ``spec`` until SIGINT/SIGTERM (blocks; exits the process).
+
+    Parameters
+    ----------
+    settings, spec
+        As :func:`create_app`.
+    loglevel
+        faust log level.
+    noop
+        See :func:`create_app`.
+    init
+        The result of :func:`init_from` (``--init-from``): its vectors are published
+        once the topics exist, before consuming.
+
+    Raises
+    ------
+    ConfigError
+        If the web port is taken or a topic has the wrong partition count.
+    """
+    check_web_port(settings)
     ensure_worker_topics(settings, spec)
+    if init is not None:
+        publish_init(settings, spec, init)
     _use_uvloop()
     app = create_app(settings, spec, noop=noop)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)

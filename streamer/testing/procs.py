@@ -12,22 +12,61 @@ import time
 import urllib.request
 from pathlib import Path
 
+_HANDED_OUT: set[int] = set()
+
 
 def free_port() -> int:
-    """Return a TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """Return a TCP port that was free on 127.0.0.1 a moment ago.
+
+    Never the same port twice in one process, so processes started side by side (two
+    workers, a worker and a serve) do not race for one port the OS handed out twice.
+    """
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    msg = "no fresh free port on 127.0.0.1 after 100 tries"
+    raise OSError(msg)
 
 
 class WorkerProcess:
-    """A `python -m streamer worker --type T` subprocess with its /metrics page."""
+    """A `python -m streamer worker --type T` subprocess with its /metrics page.
+
+    Each instance takes its own web port (a fresh one on every start) and its own
+    consumer group, so several workers of different types can run side by side on one
+    input topic.
+
+    Parameters
+    ----------
+    type_name
+        Embedding type to run.
+    bootstrap, state_dir, prefix, group
+        ``STREAMER_KAFKA_BOOTSTRAP``, ``STREAMER_STATE_DIR``, ``STREAMER_TOPIC_PREFIX``,
+        ``STREAMER_CONSUMER_GROUP`` of the worker.
+    log_path
+        File that receives the worker's stdout and stderr (appended).
+    extra_env
+        More environment variables.
+    noop
+        Pass ``--noop``.
+    init_from
+        Pass ``--init-from TYPE``.
+    command
+        Run this argv instead of ``python -m streamer worker --type T ...`` (e.g. the
+        CLI with a test-only type declared); the environment is the same.
+    """
 
     def __init__(self, type_name: str, *, bootstrap: str, state_dir: Path, prefix: str,
                  group: str, log_path: Path, extra_env: dict[str, str] | None = None,
-                 noop: bool = False):
+                 noop: bool = False, init_from: str | None = None,
+                 command: list[str] | None = None):
         self.type_name = type_name
         self.noop = noop
+        self.init_from = init_from
+        self.command = command
         self.port = free_port()
         self.env = {
             **os.environ,
@@ -48,9 +87,12 @@ class WorkerProcess:
         self.port = free_port()
         self.env["STREAMER_WORKER__WEB_PORT"] = str(self.port)
         log = self.log_path.open("ab")
+        argv = self.command or [
+            sys.executable, "-m", "streamer", "worker", "--type", self.type_name,
+            *(["--noop"] if self.noop else []),
+            *(["--init-from", self.init_from] if self.init_from else [])]
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "streamer", "worker", "--type", self.type_name,
-             *(["--noop"] if self.noop else [])],
+            argv,
             env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
