@@ -182,9 +182,10 @@ def ensure_topics(
                     msg = (f"creating topic {name!r} failed: error {code} "
                            f"{topic.get('error_message')!r}; spec {missing[name]}")
                     raise KafkaIOError(msg)
-            created = [n for n, r in result.items() if r == "created"]
-            if created:
-                admin.wait_for_topics(created, timeout_ms=timeout_ms)
+            # wait for concurrently created topics too: another worker may have created
+            # one a moment ago and its metadata may not be visible yet
+            if result:
+                admin.wait_for_topics(sorted(result), timeout_ms=timeout_ms)
         counts = _partition_counts(admin, list(specs))
     except KafkaError as exc:
         msg = f"Kafka request to {bootstrap!r} failed: {exc!r}"

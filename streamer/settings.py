@@ -57,7 +57,8 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("", pattern=r"^[A-Za-z0-9._-]*$",
                               description="prefix of every topic name (tenancy, tests)")
     consumer_group: str | None = Field(
-        None, description="override the worker's consumer group (default streamer-<type>-v<n>)")
+        None, description="override the worker's consumer group (default streamer-<type>-v<n>;"
+        " '{type}' and '{version}' are replaced, e.g. 'team-a-{type}-v{version}')")
     state_dir: Path = Field(Path("var/state"), description="root of RocksDB paths (type.vN)")
     data_dir: Path | None = Field(None, description="data sets folder (default ../shared/data)")
     engagements_partitions: int = Field(4, ge=1, description="partitions of `engagements`")

@@ -98,7 +98,8 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
             holder["engine"] = open_engine(
                 spec,
                 state_dir=settings.state_dir,
-                dead_letters=KafkaDeadLetters(producer, settings.topic(spec.dead_letters)),
+                dead_letters=KafkaDeadLetters(producer, settings.topic(spec.dead_letters),
+                                              spec.name),
                 clock=SystemClock(),
                 with_index=w.index,
                 index_params=settings.index.hnsw_params(),
@@ -174,11 +175,15 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
 def worker_group(settings: Settings, spec: TopologySpec) -> str:
     """Return the worker's faust app id and consumer group.
 
-    ``STREAMER_CONSUMER_GROUP`` if set (one worker's override: two types must never
-    share a group, or they split the partitions between them), else
+    ``STREAMER_CONSUMER_GROUP`` if set, with ``{type}`` and ``{version}`` replaced by the
+    type's name and version (so one setting serves every type: two types must never share
+    a group, or they split the partitions between them), else
     ``<topic_prefix>streamer-<type>-v<version>``.
     """
-    return settings.consumer_group or f"{settings.topic_prefix}{spec.app_id}"
+    if settings.consumer_group:
+        return (settings.consumer_group.replace("{type}", spec.name)
+                .replace("{version}", str(spec.version)))
+    return f"{settings.topic_prefix}{spec.app_id}"
 
 
 def check_web_port(settings: Settings) -> None:

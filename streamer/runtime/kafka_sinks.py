@@ -102,11 +102,16 @@ class KafkaDeadLetters:
         The shared :class:`SinkProducer`.
     topic
         Dead-letter topic (``engagements.deadletter``).
+    type_name
+        The embedding type whose worker rejected the message, sent as header
+        ``x-streamer-type``: every type's worker reads the same input, so a malformed
+        message is dead-lettered once per type and this tells the copies apart.
     """
 
-    def __init__(self, producer: SinkProducer, topic: str) -> None:
+    def __init__(self, producer: SinkProducer, topic: str, type_name: str = "") -> None:
         self._producer = producer
         self.topic = topic
+        self._type_header = ("x-streamer-type", type_name.encode("utf-8"))
         self.sent = 0
         self._pending = 0
         self._counts: dict[str, int] = {}
@@ -114,7 +119,8 @@ class KafkaDeadLetters:
     def send(self, rejected: Rejected) -> None:
         """Queue one reject (keyed by its source position)."""
         key = f"{rejected.topic}/{rejected.partition}/{rejected.offset}".encode()
-        self._producer.produce(self.topic, key, rejected.raw, headers=rejected.headers())
+        self._producer.produce(self.topic, key, rejected.raw,
+                               headers=[*rejected.headers(), self._type_header])
         self.sent += 1
         self._pending += 1
         self._counts[rejected.reason] = self._counts.get(rejected.reason, 0) + 1

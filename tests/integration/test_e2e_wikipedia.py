@@ -149,6 +149,7 @@ def test_every_malformed_message_is_dead_lettered_with_its_reason(uninterrupted,
         got[(rec.value or b"", headers["x-reject-reason"].decode())] += 1
         assert headers["x-source-topic"].decode() == f"{produced.prefix}engagements"
         assert int(headers["x-source-offset"]) >= 0
+        assert headers["x-streamer-type"].decode() == "wiki-cooc"
     want = collections.Counter((b.value or b"", b.expected_reason) for b in produced.bad)
     assert got == want
     by_reason = collections.Counter(r for (_v, r) in got.elements())

@@ -428,6 +428,18 @@ def test_two_types_share_no_app_id_group_path_topic_or_datadir(tmp_path):
     assert cooc.source == sgns.source  # one input stream for both
 
 
+def test_consumer_group_override_substitutes_type_and_version(tmp_path):
+    from streamer.runtime.app import worker_group
+    from topologies import TOPOLOGIES
+
+    settings = Settings(state_dir=tmp_path, consumer_group="team-{type}-v{version}",
+                        _env_file=None)
+    groups = {worker_group(settings, find_type(TOPOLOGIES, n)) for n in ("wiki-cooc", "wiki-sgns")}
+    assert groups == {"team-wiki-cooc-v1", "team-wiki-sgns-v1"}
+    fixed = Settings(state_dir=tmp_path, consumer_group="one-group", _env_file=None)
+    assert worker_group(fixed, find_type(TOPOLOGIES, "wiki-sgns")) == "one-group"
+
+
 def test_a_taken_web_port_is_a_one_line_config_error(tmp_path):
     from streamer.runtime.app import check_web_port
 
