@@ -178,7 +178,7 @@ def ht_rebuild(keys, vals, row_hash, state, hwm):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True, inline="always")
 def _decay(age, half_life_s):  # pragma: no cover - compiled
-    if not (age > 0.0):  # also NaN ages (warm-started rows have no time yet)
+    if not (age > 0.0) or half_life_s == np.inf:  # NaN age: warm-started, no time yet
         return 1.0
     return 0.5 ** (age / half_life_s)
 

@@ -446,12 +446,13 @@ class SkipGram(OnlineLearner):
         n = len(batch)
         if n == 0:
             return
-        ipos: dict[str, int] = {}
-        ev_ib = np.fromiter((ipos.setdefault(x, len(ipos)) for x in batch.item_ids), np.int64, n)
-        upos: dict[str, int] = {}
-        ev_ub = np.fromiter((upos.setdefault(x, len(upos)) for x in batch.user_ids), np.int64, n)
-        items, users = list(ipos), list(upos)
-        log = np.zeros((n * (2 + 2 * int(self.sweep_per_event)) + 2, 4), np.int64)
+        items = list(dict.fromkeys(batch.item_ids))
+        ipos = {x: k for k, x in enumerate(items)}
+        ev_ib = np.fromiter(map(ipos.__getitem__, batch.item_ids), np.int64, n)
+        users = list(dict.fromkeys(batch.user_ids))
+        upos = {x: k for k, x in enumerate(users)}
+        ev_ub = np.fromiter(map(upos.__getitem__, batch.user_ids), np.int64, n)
+        log = np.empty((n * (2 + 2 * int(self.sweep_per_event)) + 2, 4), np.int64)
         log_n = np.zeros(1, np.int64)
         K.learn(
             ev_ib, ev_ub, np.ascontiguousarray(batch.weights, np.float32),
