@@ -237,11 +237,15 @@ def init_row(syn0, r, h, seed):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, fastmath=_FM, inline="always")
-def _train_pair(ctx, center, syn0, syn1, i_state, table, filled, work, etab, alpha, negatives,
-                rng, i_dv, dv_i, i_ds, ds_i, cnt, i_pub, pre_i, pre_ok_i):  # pragma: no cover
+def _train_pair(ctx, center, syn0, syn1, i_state, check_state, table, filled, work, etab,
+                alpha, negatives, rng, neg_buf, nb):  # pragma: no cover - compiled
     """One SGNS update: ``syn0[ctx]`` predicts ``syn1[center]`` against noise items.
 
-    ``rng`` is the LCG state (kept in a register by the caller); returns the new state.
+    ``rng`` is the LCG state and ``nb`` the fill of ``neg_buf`` (noise rows whose ``syn1``
+    was updated, marked dirty after the batch), both kept in registers by the caller;
+    returns both. The hot path touches no flag arrays: ``ctx`` rows were flagged by the
+    batch pre-pass, and the row-state check of a noise row is needed (``check_state``)
+    only when eviction can leave stale rows in the table.
     """
     dim = syn0.shape[1]
     l1 = syn0[ctx]
@@ -253,8 +257,10 @@ def _train_pair(ctx, center, syn0, syn1, i_state, table, filled, work, etab, alp
             label = np.float32(1.0)
         else:
             rng = (rng * _LCG_MUL + 11) & _LCG_MASK
-            target = table[((rng >> 16) * filled) >> 32]
-            if target < 0 or target == center or i_state[target] != LIVE:
+            target = np.int64(table[((rng >> 16) * filled) >> 32])
+            if target == center:
+                continue
+            if check_state and i_state[target] != LIVE:
                 continue
             label = np.float32(0.0)
         l2 = syn1[target]
@@ -273,19 +279,12 @@ def _train_pair(ctx, center, syn0, syn1, i_state, table, filled, work, etab, alp
         for d in range(dim):
             work[d] += g * l2[d]
             l2[d] += g * l1[d]
-        _mark(i_ds, ds_i, cnt, C_DS_I, target)
-    changed = False
+        if k > 0:
+            neg_buf[nb] = target
+            nb += 1
     for d in range(dim):
-        new = l1[d] + work[d]
-        if new != l1[d]:
-            changed = True
-        work[d] = new
-    if changed:
-        _touch_dv(i_dv, dv_i, cnt, C_DV_I, ctx, i_pub, pre_i, pre_ok_i, syn0)
-        _mark(i_ds, ds_i, cnt, C_DS_I, ctx)
-        for d in range(dim):
-            l1[d] = work[d]
-    return rng
+        l1[d] += work[d]
+    return rng, nb
 
 
 @njit(cache=True, nogil=True)
@@ -334,7 +333,7 @@ def learn(
     log, log_n,
     # params
     seed, window, negatives, max_gap_s, lr, lr_min, lr_decay_pairs, min_count,
-    count_hl, user_hl, evict_below, sweep, alpha_pow, etab, work,
+    count_hl, user_hl, evict_below, sweep, alpha_pow, etab, work, neg_buf,
 ):  # pragma: no cover - compiled
     """Apply events ``0..n-1`` in order. See the module docstring for the algorithm.
 
@@ -343,6 +342,24 @@ def learn(
     """
     n = ev_ib.shape[0]
     i_cap = i_state.shape[0]
+    check_state = evict_below > 0.0  # only eviction leaves non-live rows in the table
+    nb = 0
+    # pre-pass: flag every row whose syn0 can change in this batch (the events' items and
+    # their users' current windows), capturing published pre-images; rows created during
+    # the batch are flagged where they are created
+    for e in range(n):
+        r0 = ht_find(i_keys, i_vals, bi_hash[ev_ib[e]])
+        if r0 >= 0 and i_state[r0] == LIVE:
+            _touch_dv(i_dv, dv_i, cnt, C_DV_I, r0, i_pub, pre_i, pre_ok_i, syn0)
+            _mark(i_ds, ds_i, cnt, C_DS_I, r0)
+        u0 = ht_find(u_keys, u_vals, bu_hash[ev_ub[e]])
+        if u0 >= 0:
+            for k in range(u_hlen[u0]):
+                slot = (u_hpos[u0] - 1 - k) % window
+                j = u_hist_r[u0, slot]
+                if i_hash[j] == u_hist_h[u0, slot] and i_state[j] == LIVE:
+                    _touch_dv(i_dv, dv_i, cnt, C_DV_I, j, i_pub, pre_i, pre_ok_i, syn0)
+                    _mark(i_ds, ds_i, cnt, C_DS_I, j)
     u_cap = u_state.shape[0]
     tau = table.shape[0]
     dim = syn0.shape[1]
@@ -466,12 +483,10 @@ def learn(
                     j = u_hist_r[ur, slot]
                     if i_hash[j] != u_hist_h[ur, slot] or i_state[j] != LIVE:
                         continue  # evicted since
-                    rng = _train_pair(j, r, syn0, syn1, i_state, table, filled, work, etab, alpha,
-                                      neg, rng, i_dv, dv_i, i_ds, ds_i, cnt, i_pub,
-                                      pre_i, pre_ok_i)
-                    rng = _train_pair(r, j, syn0, syn1, i_state, table, filled, work, etab, alpha,
-                                      neg, rng, i_dv, dv_i, i_ds, ds_i, cnt, i_pub,
-                                      pre_i, pre_ok_i)
+                    rng, nb = _train_pair(j, r, syn0, syn1, i_state, check_state, table,
+                                          filled, work, etab, alpha, neg, rng, neg_buf, nb)
+                    rng, nb = _train_pair(r, j, syn0, syn1, i_state, check_state, table,
+                                          filled, work, etab, alpha, neg, rng, neg_buf, nb)
                     gi[G_PAIRS] += 2
                 gi[G_RNG] = rng
                 pos = u_hpos[ur]
@@ -565,3 +580,6 @@ def learn(
                             log[log_n[0], 2] = q
                             log[log_n[0], 3] = was_pub
                             log_n[0] += 1
+    # noise rows whose syn1 moved: flagged after the loop (no flag loads on the hot path)
+    for k in range(nb):
+        _mark(i_ds, ds_i, cnt, C_DS_I, neg_buf[k])

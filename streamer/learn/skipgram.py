@@ -463,6 +463,7 @@ class SkipGram(OnlineLearner):
             float(self.min_count), float(self.count_half_life_s),
             float(self.user_half_life_s), float(self.evict_below), int(self.sweep_per_event),
             float(self.noise_power), self._etab, self._a.work,
+            np.empty(n * 2 * int(self.window) * int(self.negatives) + 1, np.int64),
         )
         self._apply_log(log[: int(log_n[0])], items, users)
         self._g_dirty = True
@@ -621,6 +622,17 @@ class SkipGram(OnlineLearner):
             n = int(a.cnt[which])
             rows = lst[:n].copy()
             evicted = self._evicted_pub[kind]
+            if not evicted:
+                # fast path: no eviction, so every flagged row kept its id; compare rows
+                vecs = a.syn0 if kind == 0 else a.u_vec
+                live = state[rows] == K.LIVE
+                ok = pre_ok[:n].astype(bool)
+                moved = live & (~ok | (pre[:n] != vecs[rows]).any(axis=1))
+                out.update(key(names[r]) for r in rows[moved].tolist())  # type: ignore[arg-type]
+                flags[rows] = 0
+                pub[rows] = live
+                a.cnt[which] = 0
+                continue
             by_row = {r: i for i, r in evicted.items()}
             refs: dict[str, np.ndarray] = {}
             for k in np.flatnonzero(pre_ok[:n]).tolist():
