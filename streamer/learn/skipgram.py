@@ -388,6 +388,7 @@ class SkipGram(OnlineLearner):
         self._a.gi[K.G_RNG] = (int(self.seed) * 0x9E3779B97F4A7C15 + 1) & ((1 << 48) - 1)
         self._item_ids: list[str | None] = []
         self._user_ids: list[str | None] = []
+        self._hcache: dict[str, int] = {}
         # ids evicted since the last changed() while published: id -> its old row
         self._evicted_pub: tuple[dict[str, int], dict[str, int]] = ({}, {})
         self._g_dirty = False
@@ -454,9 +455,14 @@ class SkipGram(OnlineLearner):
         ev_ub = np.fromiter(map(upos.__getitem__, batch.user_ids), np.int64, n)
         log = np.empty((n * (2 + 2 * int(self.sweep_per_event)) + 2, 4), np.int64)
         log_n = np.zeros(1, np.int64)
+        ih, uh = _hashes(items), _hashes(users)
+        # hashes of this batch's ids, for the runtime's lookups right after (a pure
+        # function of the id, so the cache is never stale; it only holds one batch)
+        self._hcache = dict(zip(map(item_key, items), ih.tolist(), strict=True))
+        self._hcache.update(zip(map(user_key, users), uh.tolist(), strict=True))
         K.learn(
             ev_ib, ev_ub, np.ascontiguousarray(batch.weights, np.float32),
-            np.ascontiguousarray(batch.ts, np.float64), _hashes(items), _hashes(users),
+            np.ascontiguousarray(batch.ts, np.float64), ih, uh,
             *self._a.learn_args(), log, log_n,
             int(self.seed), int(self.window), int(self.negatives), float(self.max_gap_s),
             float(self.lr), float(self.lr_min), float(self.lr_decay_pairs),
@@ -583,7 +589,9 @@ class SkipGram(OnlineLearner):
         if not pos:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         a = self._a
-        hashes = _hashes([ids[k][2:] for k in pos])
+        cache = self._hcache
+        hashes = np.fromiter((cache.get(ids[k]) or id_hash(ids[k][2:]) for k in pos),
+                             np.int64, len(pos))
         if kind == "i:":
             rows = K.ht_lookup_many(a.i_keys, a.i_vals, hashes, a.i_state, want)
         else:
@@ -627,8 +635,11 @@ class SkipGram(OnlineLearner):
                 vecs = a.syn0 if kind == 0 else a.u_vec
                 live = state[rows] == K.LIVE
                 ok = pre_ok[:n].astype(bool)
-                moved = live & (~ok | (pre[:n] != vecs[rows]).any(axis=1))
-                out.update(key(names[r]) for r in rows[moved].tolist())  # type: ignore[arg-type]
+                moved = rows[live & (~ok | (pre[:n] != vecs[rows]).any(axis=1))]
+                hashes = (a.i_hash if kind == 0 else a.u_hash)[moved]
+                keys = [key(names[r]) for r in moved.tolist()]  # type: ignore[arg-type]
+                out.update(keys)
+                self._hcache.update(zip(keys, hashes.tolist(), strict=True))
                 flags[rows] = 0
                 pub[rows] = live
                 a.cnt[which] = 0
@@ -711,14 +722,22 @@ class SkipGram(OnlineLearner):
         rec = np.zeros(len(rows), dt)
         for f, attr in fields.items():
             rec[f] = getattr(a, attr)[rows]
-        prefix = kind.encode()
+        # one buffer for all rows, sliced per record (numpy scalar tobytes is ~5x slower)
+        buf = rec.tobytes()
+        size = dt.itemsize
+        keys = np.zeros(len(rows), [("kind", "u1"), ("row", ">u4")])
+        keys["kind"] = ord(kind)
+        keys["row"] = rows
+        kbuf = keys.tobytes()  # b"i" / b"u" + the row as 4 big-endian bytes
         out: dict[bytes, bytes | None] = {}
+        free = (state[rows] == K.FREE).tolist()
         for k, r in enumerate(rows.tolist()):
-            key = prefix + r.to_bytes(4, "big")
-            if state[r] == K.FREE:
+            key = kbuf[5 * k:5 * k + 5]
+            if free[k]:
                 out[key] = None
             else:
-                out[key] = rec[k].tobytes() + names[r].encode("utf-8", "surrogatepass")  # type: ignore[union-attr]
+                name = names[r].encode("utf-8", "surrogatepass")  # type: ignore[union-attr]
+                out[key] = buf[k * size:(k + 1) * size] + name
         return out
 
     def state_changes(self) -> dict[bytes, bytes | None]:
