@@ -38,3 +38,19 @@ def test_wiki_cooc_beats_popularity_on_the_last_15_percent():
     assert np.isfinite(ours.recall_at_k) and np.isfinite(pop.recall_at_k)
     assert ours.recall_at_k > pop.recall_at_k + 0.2, (ours, pop)
     assert ours.mrr > pop.mrr
+
+
+def test_wiki_sgns_beats_popularity_and_its_user_half_life_is_the_better_one():
+    """The declared `wiki-sgns` type, and the reason for its 1-day user half-life."""
+    spec = next(s for s in TOPOLOGIES if s.name == "wiki-sgns")
+    batches, pages, eval_from = _stream()
+    ours = prequential(build_learner(spec.algorithm, spec.params), batches, pages,
+                       eval_from=eval_from, batch_size=200, k=10)
+    week = prequential(build_learner(spec.algorithm,
+                                     {**spec.params, "user_half_life_s": 7 * 86_400.0}),
+                       batches, pages, eval_from=eval_from, batch_size=200, k=10)
+    pop = prequential(Popularity(), batches, pages, eval_from=eval_from, batch_size=200, k=10)
+    assert ours.n_events == pop.n_events == 157_474 - eval_from
+    assert ours.recall_at_k > pop.recall_at_k + 0.5, (ours, pop)
+    assert ours.mrr > pop.mrr + 0.5
+    assert ours.mrr > week.mrr, (ours.mrr, week.mrr)
