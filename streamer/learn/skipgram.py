@@ -104,8 +104,10 @@ class _Arrays:
     """Preallocated storage (see ``_sgns_kernel``); shapes fixed by capacities."""
 
     def __init__(self, dim: int, window: int, cap: int, ucap: int, tau: int) -> None:
-        self.i_keys = np.zeros(_pow2_at_least(2 * cap), np.int64)
-        self.i_vals = np.zeros_like(self.i_keys)
+        # hash tables: key and row of a slot side by side (one cache line per probe)
+        self.i_tab = np.zeros((_pow2_at_least(2 * cap), 2), np.int64)
+        self.i_keys = self.i_tab[:, 0]
+        self.i_vals = self.i_tab[:, 1]
         self.i_hash = np.zeros(cap, np.int64)
         self.i_state = np.zeros(cap, np.uint8)
         self.i_count = np.zeros(cap, np.float64)
@@ -114,8 +116,9 @@ class _Arrays:
         self.syn0 = np.zeros((cap, dim), np.float32)
         self.syn1 = np.zeros((cap, dim), np.float32)
         self.i_free = np.zeros(cap, np.int64)
-        self.u_keys = np.zeros(_pow2_at_least(2 * ucap), np.int64)
-        self.u_vals = np.zeros_like(self.u_keys)
+        self.u_tab = np.zeros((_pow2_at_least(2 * ucap), 2), np.int64)
+        self.u_keys = self.u_tab[:, 0]
+        self.u_vals = self.u_tab[:, 1]
         self.u_hash = np.zeros(ucap, np.int64)
         self.u_state = np.zeros(ucap, np.uint8)
         self.u_act = np.zeros(ucap, np.float64)
