@@ -24,7 +24,11 @@ Figures
       vocabulary built beforehand; its pairs are counted analytically from the sentences
       (``sum_i min(i, w) + min(L-1-i, w)``), sentences over gensim's 10,000-token limit
       being split first. ``pairs_ratio`` = ours / gensim, per data set and pooled
-      (headline: total pairs over total seconds of both data sets).
+      (headline: total pairs over total seconds of both data sets). Ours admits ids
+      inside ``learn_many`` (hashing, allocation, initial vectors, noise table); the same
+      work in gensim is ``build_vocab``, so ``gensim_pairs_per_s_with_vocab`` /
+      ``pairs_ratio_with_vocab`` also count it: the like-for-like figure. The train-only
+      ratio is the stricter one.
     * ``batch_latency_p50/p99_ms`` — our ``learn_many`` alone on each 1,000-event batch
       that follows the Zipf prefix (by then >= 1M ids are known); ``index_update_p99_ms``
       — on the batches after those, run as a worker would (learn, then upsert the
@@ -430,7 +434,9 @@ def run_gensim(sents: list[list[str]], seed: int, epochs: int = 1) -> tuple[Any,
     return model, {"pairs": pairs, "seconds": round(secs, 3), "cpu_s": round(cpu_s, 3),
                    "pairs_per_s": round(pairs / secs, 1),
                    "pairs_per_cpu_s": round(pairs / cpu_s, 1),
-                   "build_vocab_s": round(vocab_s, 3), "vocab": len(model.wv)}
+                   "build_vocab_s": round(vocab_s, 3), "vocab": len(model.wv),
+                   # like-for-like with ours, whose learn_many also admits the ids
+                   "pairs_per_s_with_vocab": round(pairs / (secs + vocab_s), 1)}
 
 
 def _warm_up(cls: type, params: dict) -> None:
@@ -469,6 +475,8 @@ def throughput_pair(name: str, cls: type, params: dict, stream: EventBatch, sess
         "pairs_per_s": o["pairs_per_s"], "gensim_pairs_per_s": g["pairs_per_s"],
         "pairs_ratio": round(o["pairs_per_s"] / g["pairs_per_s"], 3),
         "pairs_ratio_cpu": round(o["pairs_per_cpu_s"] / g["pairs_per_cpu_s"], 3),
+        "gensim_pairs_per_s_with_vocab": g["pairs_per_s_with_vocab"],
+        "pairs_ratio_with_vocab": round(o["pairs_per_s"] / g["pairs_per_s_with_vocab"], 3),
         "ours": o, "gensim": g,
         "ours_pairs_per_s_runs": [d["pairs_per_s"] for d in ours_runs],
         "gensim_pairs_per_s_runs": [d["pairs_per_s"] for d in gen_runs],
@@ -665,6 +673,8 @@ def zipf_phase(cls: type, params: dict, args: argparse.Namespace) -> dict:
     out["pairs_per_s"], out["gensim_pairs_per_s"] = o["pairs_per_s"], g["pairs_per_s"]
     out["pairs_ratio"] = round(o["pairs_per_s"] / g["pairs_per_s"], 3)
     out["pairs_ratio_cpu"] = round(o["pairs_per_cpu_s"] / g["pairs_per_cpu_s"], 3)
+    out["gensim_pairs_per_s_with_vocab"] = g["pairs_per_s_with_vocab"]
+    out["pairs_ratio_with_vocab"] = round(o["pairs_per_s"] / g["pairs_per_s_with_vocab"], 3)
     _progress("zipf: gensim incremental over %d batches", args.gensim_latency_batches)
     g_tot, g_vocab, g_train, g_pairs = [], [], [], []
     for k, b in enumerate(batches(stream.slice(lat_start, lat_end), args.batch)):
@@ -739,6 +749,10 @@ def build_report(args: argparse.Namespace) -> dict:
     o_cpu = w["ours"]["cpu_s"] + z["ours"]["cpu_s"]
     g_cpu = w["gensim"]["cpu_s"] + z["gensim"]["cpu_s"]
     head["pairs_ratio_cpu"] = round((o_pairs / o_cpu) / (g_pairs / g_cpu), 3)
+    g_vocab_s = w["gensim"]["build_vocab_s"] + z["gensim"]["build_vocab_s"]
+    head["gensim_pairs_per_s_with_vocab"] = round(g_pairs / (g_secs + g_vocab_s), 1)
+    head["pairs_ratio_with_vocab"] = round(
+        head["pairs_per_s"] / head["gensim_pairs_per_s_with_vocab"], 3)
     lat = z["latency"]
     head |= {
         "batch_latency_p50_ms": lat["learn_many"]["p50_ms"],
@@ -763,6 +777,9 @@ def build_report(args: argparse.Namespace) -> dict:
         "pairs_ratio": _target(head["pairs_ratio"], ">=", 1.0),
         "pairs_ratio_wikipedia": _target(w["pairs_ratio"], ">=", 1.0),
         "pairs_ratio_zipf": _target(z["pairs_ratio"], ">=", 1.0),
+        # ours admits ids inside learn_many; gensim's build_vocab is the same work
+        "pairs_ratio_with_vocab": _target(head["pairs_ratio_with_vocab"], ">=", 1.0),
+        "pairs_ratio_zipf_with_vocab": _target(z["pairs_ratio_with_vocab"], ">=", 1.0),
         "batch_latency_p99_ms": _target(head["batch_latency_p99_ms"], "<=", 50.0),
         "mrr_streaming_vs_gensim": _target(head["mrr_streaming"], ">=",
                                            head["mrr_gensim_batch"] - 0.01),
