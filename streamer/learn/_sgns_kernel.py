@@ -347,12 +347,16 @@ def learn(
     # pre-pass: flag every row whose syn0 can change in this batch (the events' items and
     # their users' current windows), capturing published pre-images; rows created during
     # the batch are flagged where they are created
+    pass_r = np.empty(n, np.int64)
+    pass_u = np.empty(n, np.int64)
     for e in range(n):
         r0 = ht_find(i_keys, i_vals, bi_hash[ev_ib[e]])
+        pass_r[e] = r0
         if r0 >= 0 and i_state[r0] == LIVE:
             _touch_dv(i_dv, dv_i, cnt, C_DV_I, r0, i_pub, pre_i, pre_ok_i, syn0)
             _mark(i_ds, ds_i, cnt, C_DS_I, r0)
         u0 = ht_find(u_keys, u_vals, bu_hash[ev_ub[e]])
+        pass_u[e] = u0
         if u0 >= 0:
             for k in range(u_hlen[u0]):
                 slot = (u_hpos[u0] - 1 - k) % window
@@ -379,7 +383,10 @@ def learn(
 
         # ---- item: count, admission, noise table
         ih = bi_hash[ev_ib[e]]
-        r = ht_find(i_keys, i_vals, ih)
+        # the pre-pass row is still this id's unless it was evicted since (checked)
+        r = pass_r[e]
+        if r < 0 or i_state[r] == FREE or i_hash[r] != ih:
+            r = ht_find(i_keys, i_vals, ih)
         if r < 0:
             r = _alloc(i_keys, i_vals, i_hash, i_state, i_free, gi, G_I_HWM, G_I_FREE, ih,
                        i_cap, fi_d, fi_list, cnt, C_FREE_I)
@@ -440,7 +447,9 @@ def learn(
 
         # ---- user: session window, pairs, co-embedded vector
         uh = bu_hash[ev_ub[e]]
-        ur = ht_find(u_keys, u_vals, uh)
+        ur = pass_u[e]
+        if ur < 0 or u_state[ur] == FREE or u_hash[ur] != uh:
+            ur = ht_find(u_keys, u_vals, uh)
         if ur < 0:
             ur = _alloc(u_keys, u_vals, u_hash, u_state, u_free, gi, G_U_HWM, G_U_FREE, uh,
                         u_cap, fu_d, fu_list, cnt, C_FREE_U)
