@@ -263,10 +263,15 @@ class Engine:
         # vectors that moved, plus every entity an event touched (its update_count and
         # updated_at changed even when its normalised vector did not)
         touched = self.learner.changed()
+        # event time of each id's last event in this batch: updated_at for learners that
+        # do not report last_event_ts (the base class returns NaN)
+        seen_ts: dict[str, float] = {}
         for e in events:
-            touched.add(user_key(e.user_id))
-            touched.add(item_key(e.item_id))
-        changed, records, features = self._feature_records(sorted(touched))
+            for key in (user_key(e.user_id), item_key(e.item_id)):
+                touched.add(key)
+                if e.ts > seen_ts.get(key, -np.inf):
+                    seen_ts[key] = e.ts
+        changed, records, features = self._feature_records(sorted(touched), seen_ts)
         state = self._state_records_changed()
         self.dead_letters.flush()  # dead letters first: at-least-once, never lost
         self.table.commit(features, state, new_offsets)
@@ -411,6 +416,10 @@ class Engine:
             "offsets": {f"{t}[{p}]": o for (t, p), o in sorted(self._offsets.items())},
             "entities": self.table.count(),
             "init_from": None if self._init_from is None else self._init_from.to_json(),
+            # algorithm counters when the learner has them (sgns: vocabulary size,
+            # evicted and dropped ids, noise table, learning rate)
+            "learner": dict(stats()) if callable(stats := getattr(self.learner, "stats", None))
+            else {},
         }
 
 

@@ -128,6 +128,9 @@ def build_learner(name: str, params: Mapping[str, object]) -> OnlineLearner:
         If the algorithm is unknown or rejects the parameters (message names both).
     """
     cls = get_algorithm(name)
+    if not isinstance(params, Mapping):
+        msg = f"algorithm {name!r} params must be a mapping of keyword arguments, got {params!r}"
+        raise ConfigError(msg)
     try:
         return cls(**dict(params))
     except TypeError as exc:

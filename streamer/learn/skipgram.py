@@ -311,6 +311,7 @@ class SkipGram(OnlineLearner):
         self.user_half_life_s = user_half_life_s
         self.seed = seed
         self._validate()
+        self._bounds()
         self._etab = K.exp_table()
         self._reset()
 
@@ -344,6 +345,21 @@ class SkipGram(OnlineLearner):
         _num("user_half_life_s", self.user_half_life_s, lo=0, lo_open=True, inf=True)
         _num("seed", self.seed, lo=0, lo_open=False, inf=False, integer=True,
              what="an integer >= 0")
+
+    _LIMITS = {"dim": 4096, "window": 1024, "negatives": 1024, "sweep_per_event": 1024,
+               "capacity": (1 << 31) - 1, "user_capacity": (1 << 31) - 1,
+               "seed": (1 << 63) - 1}
+
+    def _bounds(self) -> None:
+        for name, hi in self._LIMITS.items():
+            v = self._dim if name == "dim" else getattr(self, name)
+            if v is not None and v > hi:
+                msg = f"sgns: {name} must be <= {hi}, got {v!r}"
+                raise ConfigError(msg)
+        if self.lr > 0.5:
+            msg = (f"sgns: lr must be <= 0.5 (SGD on SGNS diverges to NaN near 1), "
+                   f"got {self.lr!r}")
+            raise ConfigError(msg)
 
     @property
     def dim(self) -> int:
@@ -781,8 +797,8 @@ class SkipGram(OnlineLearner):
                 tag = key[:1]
                 if tag == b"m":
                     if value != self._meta_bytes():
-                        msg = ("sgns: stored state was written with other parameters: "
-                               f"{value[1:].decode(errors='replace')}")
+                        stored = value[1:].decode(errors="replace").replace("\n", " ")[:300]
+                        msg = f"sgns: stored state was written with other parameters: {stored}"
                         raise StateError(msg)
                 elif tag in (b"i", b"u"):
                     r = int.from_bytes(key[1:5], "big")
@@ -809,11 +825,36 @@ class SkipGram(OnlineLearner):
                 else:
                     msg = f"sgns: unknown state record key {key[:16]!r}"
                     raise StateError(msg)
-        except (ValueError, IndexError, UnicodeDecodeError) as exc:
+        except (ValueError, IndexError, TypeError, UnicodeDecodeError) as exc:
             msg = f"sgns: malformed state record: {exc}"
             raise StateError(msg) from exc
+        self._check_loaded()
         self._finish_load()
         self._meta_written = True
+
+    def _check_loaded(self) -> None:
+        """Refuse loaded globals that do not fit this learner (corrupt or foreign state)."""
+        gi = self._a.gi
+        cap, ucap, tau = int(self.capacity), self._ucap, int(self.noise_table_size)
+        checks = (("item high-water mark", gi[K.G_I_HWM], cap),
+                  ("user high-water mark", gi[K.G_U_HWM], ucap),
+                  ("item free-list size", gi[K.G_I_FREE], gi[K.G_I_HWM]),
+                  ("user free-list size", gi[K.G_U_FREE], gi[K.G_U_HWM]),
+                  ("noise-table fill", gi[K.G_TAB_FILL], tau))
+        for what, v, hi in checks:
+            if not 0 <= int(v) <= int(hi):
+                msg = f"sgns: stored state is corrupt: {what} {int(v)} outside [0, {int(hi)}]"
+                raise StateError(msg)
+        a = self._a
+        ni, nu = int(gi[K.G_I_HWM]), int(gi[K.G_U_HWM])
+        bad = ((a.i_state[:ni] > K.LIVE).any() or (a.u_state[:nu] > K.LIVE).any()
+               or (a.table[: int(gi[K.G_TAB_FILL])] < 0).any()
+               or (a.table[: int(gi[K.G_TAB_FILL])] >= max(ni, 1)).any()
+               or (a.u_hist_r[:nu] < 0).any() or (a.u_hist_r[:nu] >= cap).any())
+        if bad:
+            msg = ("sgns: stored state is corrupt: a row state, noise slot or window row is "
+                   "out of range")
+            raise StateError(msg)
 
     def _finish_load(self) -> None:
         a = self._a
@@ -876,10 +917,11 @@ class SkipGram(OnlineLearner):
             a.table[:] = state["table"]
             a.i_free[: len(state["i_free"])] = state["i_free"]
             a.u_free[: len(state["u_free"])] = state["u_free"]
-            self._item_ids = [str(s) for s in state["item_ids"].tolist()]
-            self._user_ids = [str(s) for s in state["user_ids"].tolist()]
-        except (KeyError, ValueError) as exc:
+            self._item_ids = [str(s) for s in np.asarray(state["item_ids"]).tolist()]
+            self._user_ids = [str(s) for s in np.asarray(state["user_ids"]).tolist()]
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
             msg = f"sgns: state_dict does not fit this learner: {exc}"
             raise StateError(msg) from exc
+        self._check_loaded()
         self._finish_load()
         self._meta_written = False

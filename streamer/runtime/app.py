@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,7 +142,21 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
                            key=e.message.key)
                 for e in events
             ]
-            res = eng.process(msgs)
+            try:
+                res = eng.process(msgs)
+            except Exception as exc:  # noqa: BLE001 - any failure here is fatal, see below
+                # Nothing of the batch was committed (one atomic write), but retrying the
+                # same messages fails again: faust would restart the agent forever while
+                # /health said ok. Exit non-zero instead, so the supervisor sees it.
+                stats["failed"] = f"{type(exc).__name__}: {exc}"
+                log.critical("worker %s: batch failed, exiting with status 1: %s: %s",
+                             spec.name, type(exc).__name__, exc, exc_info=True)
+                for h in logging.getLogger().handlers:
+                    h.flush()
+                sys.stderr.write(f"streamer worker {spec.name}: batch failed: "
+                                 f"{type(exc).__name__}: {exc}\n")
+                sys.stderr.flush()
+                os._exit(1)
             stats["last_batch_wall_s"] = time.time()
             log.debug("batch seen=%d accepted=%d rejected=%d skipped=%d changed=%d",
                       res.seen, res.accepted, res.rejected, res.skipped, len(res.changed))

@@ -332,3 +332,33 @@ def test_state_records_written_with_other_params_are_refused():
     b = SkipGram(dim=4, seed=2, **SMALL)
     with pytest.raises(StateError, match="other parameters"):
         b.load_state_records(recs)
+
+
+@pytest.mark.parametrize(("params", "msg"), [
+    ({"capacity": 10**12}, "capacity must be <= 2147483647"),
+    ({"window": 10**9}, "window must be <= 1024"),
+    ({"negatives": 10**9}, "negatives must be <= 1024"),
+    ({"seed": 2**70}, "seed must be <= "),
+    ({"lr": 1.0}, "lr must be <= 0.5"),
+])
+def test_out_of_range_params_are_refused_before_allocating(params, msg):
+    with pytest.raises(ConfigError, match=msg):
+        build_learner("sgns", params)
+
+
+def test_params_that_are_not_a_mapping_are_a_config_error():
+    with pytest.raises(ConfigError, match="params must be a mapping"):
+        build_learner("sgns", None)
+
+
+@pytest.mark.parametrize(("slot", "value"), [(K.G_I_HWM, 10**8), (K.G_U_HWM, 5000),
+                                              (K.G_I_FREE, -3), (K.G_TAB_FILL, 10**9)])
+def test_corrupt_global_record_is_a_state_error_not_a_crash(slot, value):
+    a = SkipGram(dim=4, seed=1, **SMALL)
+    a.learn_many(_batch([("u", "a", 1.0, 0.0), ("u", "b", 1.0, 1.0)]))
+    recs = {k: v for k, v in a.state_changes().items() if v is not None}
+    gi = np.frombuffer(recs[b"g"][: 8 * K.G_LEN], "<i8").copy()
+    gi[slot] = value
+    recs[b"g"] = gi.tobytes() + recs[b"g"][8 * K.G_LEN:]
+    with pytest.raises(StateError, match="corrupt"):
+        SkipGram(dim=4, seed=1, **SMALL).load_state_records(list(recs.items()))
