@@ -184,10 +184,27 @@ def _decay(age, half_life_s):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _lcg(x):  # pragma: no cover - compiled
+    """One step of the 48-bit LCG gensim uses for negative sampling."""
+    return (x * _LCG_MUL + 11) & _LCG_MASK
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _rng_next(gi):  # pragma: no cover - compiled
-    x = (gi[G_RNG] * _LCG_MUL + 11) & _LCG_MASK
+    x = _lcg(gi[G_RNG])
     gi[G_RNG] = x
     return x
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _log(log, log_n, op, kind, row, b):  # pragma: no cover - compiled
+    """Append ``(op, kind, row, b)`` to the per-call log read back by Python."""
+    k = log_n[0]
+    log[k, 0] = op
+    log[k, 1] = kind
+    log[k, 2] = row
+    log[k, 3] = b
+    log_n[0] = k + 1
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -256,7 +273,7 @@ def _train_pair(ctx, center, syn0, syn1, i_state, check_state, table, filled, wo
             target = center
             label = np.float32(1.0)
         else:
-            rng = (rng * _LCG_MUL + 11) & _LCG_MASK
+            rng = _lcg(rng)
             target = np.int64(table[((rng >> 16) * filled) >> 32])
             if target == center:
                 continue
@@ -396,11 +413,7 @@ def learn(
                 i_count[r] = 0.0
                 i_cts[r] = now
                 i_nupd[r] = 0
-                log[log_n[0], 0] = OP_ASSIGN
-                log[log_n[0], 1] = 0
-                log[log_n[0], 2] = r
-                log[log_n[0], 3] = ev_ib[e]
-                log_n[0] += 1
+                _log(log, log_n, OP_ASSIGN, 0, r, ev_ib[e])
         if r >= 0:
             i_nupd[r] += 1
             _mark(i_ds, ds_i, cnt, C_DS_I, r)
@@ -464,11 +477,7 @@ def learn(
                 u_nupd[ur] = 0
                 u_hlen[ur] = 0
                 u_hpos[ur] = 0
-                log[log_n[0], 0] = OP_ASSIGN
-                log[log_n[0], 1] = 1
-                log[log_n[0], 2] = ur
-                log[log_n[0], 3] = ev_ub[e]
-                log_n[0] += 1
+                _log(log, log_n, OP_ASSIGN, 1, ur, ev_ub[e])
         if ur >= 0:
             u_nupd[ur] += 1
             _mark(u_ds, ds_u, cnt, C_DS_U, ur)
@@ -561,11 +570,7 @@ def learn(
                             _free(i_keys, i_vals, i_hash, i_state, i_free, gi, G_I_FREE, q,
                                   fi_d, fi_list, cnt, C_FREE_I)
                             gi[G_I_EVICTED] += 1
-                            log[log_n[0], 0] = OP_EVICT
-                            log[log_n[0], 1] = 0
-                            log[log_n[0], 2] = q
-                            log[log_n[0], 3] = was_pub
-                            log_n[0] += 1
+                            _log(log, log_n, OP_EVICT, 0, q, was_pub)
                 hwm = gi[G_U_HWM]
                 if hwm > 0:
                     q = gi[G_U_SWEEP] % hwm
@@ -584,11 +589,7 @@ def learn(
                             _free(u_keys, u_vals, u_hash, u_state, u_free, gi, G_U_FREE, q,
                                   fu_d, fu_list, cnt, C_FREE_U)
                             gi[G_U_EVICTED] += 1
-                            log[log_n[0], 0] = OP_EVICT
-                            log[log_n[0], 1] = 1
-                            log[log_n[0], 2] = q
-                            log[log_n[0], 3] = was_pub
-                            log_n[0] += 1
+                            _log(log, log_n, OP_EVICT, 1, q, was_pub)
     # noise rows whose syn1 moved: flagged after the loop (no flag loads on the hot path)
     for k in range(nb):
         _mark(i_ds, ds_i, cnt, C_DS_I, neg_buf[k])
