@@ -1,7 +1,7 @@
 """The ``streamer`` command line (typer). Parses arguments and delegates.
 
 Exit codes: 0 ok, 1 runtime failure (e.g. server unreachable), 2 bad usage or bad
-argument (one-line reason on stderr), 3 threshold breached (bench/drift, later).
+argument (one-line reason on stderr), 3 threshold breached (`bench --check`: a drift alert is open).
 """
 
 from __future__ import annotations
@@ -137,10 +137,12 @@ def serve(
 
     import uvicorn
 
+    from streamer.bench.results import BENCHMARKS_TOPIC
     from streamer.index.hnsw import HnswIndex
     from streamer.index.kinded import KindedIndex
     from streamer.learn.registry import build_learner
     from streamer.serve.api import create_api
+    from streamer.serve.benchboard import BenchBoard, BenchmarksTail
     from streamer.serve.replica import EmbeddingTail
     from streamer.serve.served import ServedType
     from topologies import TOPOLOGIES
@@ -161,7 +163,12 @@ def serve(
         tail = EmbeddingTail(settings.kafka_bootstrap, settings.topic(spec.output_topic), st)
         tail.start()
         tails.append(tail)
-    api = create_api(served, token=settings.api_token)
+    board = BenchBoard()
+    bench_tail = BenchmarksTail(settings.kafka_bootstrap, settings.topic(BENCHMARKS_TOPIC),
+                                board)
+    bench_tail.start()
+    tails.append(bench_tail)
+    api = create_api(served, token=settings.api_token, board=board)
     h = host or settings.api_host
     p = settings.api_port if port is None else port
     err.print(f"serving {', '.join(served)} on http://{h}:{p}")
@@ -274,6 +281,16 @@ def types_cmd(
         table.add_row(r["name"], str(r["version"]), r["algorithm"], r["topic"],
                       json.dumps(r["params"]))
     out.print(table)
+
+
+def _register() -> None:
+    from streamer.cli_bench import bench_app, snapshot_cmd
+
+    app.command("snapshot")(snapshot_cmd)
+    app.add_typer(bench_app, name="bench")
+
+
+_register()
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ from streamer.events.decode import Decoder, Rejected, to_batch
 from streamer.events.dedup import Deduplicator
 from streamer.events.schema import EngagementEvent
 from streamer.index.base import VectorIndex
-from streamer.learn.base import OnlineLearner
+from streamer.learn.base import EventBatch, OnlineLearner
 from streamer.store.base import FeatureRecord, FeatureTable, claim_manifest
 from streamer.topology import TopologySpec
 from streamer.transfer import (
@@ -56,7 +56,8 @@ log = logging.getLogger(__name__)
 
 _LEARNER = b"L/"
 _DEDUP = b"D/"
-_COUNTERS = b"C/counters"
+COUNTERS_KEY = _COUNTERS = b"C/counters"
+"""State key of the engine's JSON counters (``accepted``, ``rejected``...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,10 @@ class Engine:
         See :class:`streamer.settings.Settings`.
     publish
         Called with ``(ids, records)`` after each commit (e.g. to send to Kafka).
+    before_learn
+        Called with ``(learner, batch)`` just before the learner learns each batch of
+        accepted events (predict-then-learn scoring: :mod:`streamer.scheduler`); it must
+        not change the learner.
 
     Raises
     ------
@@ -132,8 +137,10 @@ class Engine:
         max_future_s: float = 86_400.0,
         dedup_window_s: float = 86_400.0,
         publish: Callable[[list[str], list[FeatureRecord]], None] | None = None,
+        before_learn: Callable[[OnlineLearner, EventBatch], None] | None = None,
     ) -> None:
         self.spec = spec
+        self.before_learn = before_learn
         self.learner = learner
         self.table = table
         self.index = index
@@ -259,6 +266,8 @@ class Engine:
         if events:
             batch = to_batch(events, partitions=parts, offsets=offs,
                              action_weights=self.spec.action_weights)
+            if self.before_learn is not None:
+                self.before_learn(self.learner, batch)
             self.learner.learn_many(batch)
         # vectors that moved, plus every entity an event touched (its update_count and
         # updated_at changed even when its normalised vector did not)
@@ -435,6 +444,7 @@ def open_engine(
     dedup_window_s: float = 86_400.0,
     publish: Callable[[list[str], list[FeatureRecord]], None] | None = None,
     path_prefix: str = "",
+    before_learn: Callable[[OnlineLearner, EventBatch], None] | None = None,
 ) -> Engine:
     """Open (or create) the RocksDB state of ``spec`` under ``state_dir`` and build an Engine.
 
@@ -462,7 +472,7 @@ def open_engine(
         index = KindedIndex(learner.dim, factory=lambda dim: HnswIndex(dim, **params))  # type: ignore[arg-type]
     return Engine(spec, learner=learner, table=table, dead_letters=dead_letters, clock=clock,
                   index=index, max_future_s=max_future_s, dedup_window_s=dedup_window_s,
-                  publish=publish)
+                  publish=publish, before_learn=before_learn)
 
 
 def warm_start_from(

@@ -47,6 +47,41 @@ class WorkerSettings(BaseModel):
                         "worker's own index halves freshness, see benchmarks/e2e.py)")
 
 
+class BenchSettings(BaseModel):
+    """Snapshots, scheduled benchmark tasks and drift detection in the worker (DESIGN §7).
+
+    A type declares its defaults in ``TopologySpec.benchmarks``; an env var
+    ``STREAMER_BENCH__<FIELD>`` set for a worker overrides that field for it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    snapshot_every_events: int | None = Field(
+        None, ge=1, description="snapshot after this many accepted events (None: off)")
+    snapshot_every_event_s: float | None = Field(
+        None, gt=0, description="snapshot when event time advanced this many seconds since "
+        "the last snapshot (None: off)")
+    snapshot_retain: int = Field(10, ge=1, description="snapshots kept per type (older pruned)")
+    snapshot_dir: Path | None = Field(None, description="snapshot root (default "
+                                      "<state_dir>/snapshots)")
+    tasks: tuple[str, ...] = Field(
+        (), description="tasks run on each snapshot: 'stability', 'topic:<dataset>', "
+        "'metadata:<dataset>', 'follow-jaccard:<dataset>' (JSON list in the env var)")
+    prequential: bool = Field(True, description="score a sample of each mini-batch before "
+                              "learning it (the drift detectors' per-batch series)")
+    prequential_sample: int = Field(64, ge=1, description="events scored per mini-batch")
+    prequential_negatives: int = Field(100, ge=1, description="sampled negative items per "
+                                       "scored event (uniform over items seen so far)")
+    seed: int = Field(0, description="seed of every sample drawn by the scheduler and tasks")
+    drift: dict[str, object] = Field(default_factory=dict, description="drift detector "
+                                     "config (streamer.bench.drift.DriftConfig fields)")
+
+    @property
+    def enabled(self) -> bool:
+        """True when snapshots are scheduled or per-batch scores are kept."""
+        return (self.snapshot_every_events is not None
+                or self.snapshot_every_event_s is not None)
+
+
 class Settings(BaseSettings):
     """All runtime settings. Every field has an env var ``STREAMER_<NAME>``."""
 
@@ -70,6 +105,28 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     index: IndexSettings = IndexSettings()
     worker: WorkerSettings = WorkerSettings()
+    bench: BenchSettings = BenchSettings()
+
+    def bench_for(self, spec_defaults: dict[str, object]) -> BenchSettings:
+        """Return the type's declared bench defaults overridden by explicitly set fields.
+
+        Raises
+        ------
+        ConfigError
+            If the merged settings are invalid (one line naming the field).
+        """
+        from pydantic import ValidationError
+
+        from streamer.errors import ConfigError
+
+        explicit = {k: getattr(self.bench, k) for k in self.bench.model_fields_set}
+        try:
+            return BenchSettings(**{**spec_defaults, **explicit})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            msg = (f"bench setting {'.'.join(str(x) for x in err['loc'])}: {err['msg']} "
+                   f"(got {err.get('input')!r})")
+            raise ConfigError(msg) from None
 
     def topic(self, name: str) -> str:
         """Return the topic name with :attr:`topic_prefix` applied."""

@@ -49,6 +49,10 @@ class TopologySpec:
         Action -> weight multiplier; actions not listed are dead-lettered (``unknown_action``).
     description, owner
         Free text for the registry.
+    benchmarks
+        Default snapshot/benchmark schedule of the type (fields of
+        :class:`streamer.settings.BenchSettings`; ``STREAMER_BENCH__*`` overrides them).
+        Not part of the manifest: changing the schedule never invalidates stored state.
     """
 
     name: str
@@ -62,6 +66,7 @@ class TopologySpec:
         default_factory=lambda: dict(DEFAULT_ACTION_WEIGHTS))
     description: str = ""
     owner: str = "streamer"
+    benchmarks: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -76,6 +81,7 @@ class TopologySpec:
             raise ConfigError(msg)
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
         object.__setattr__(self, "action_weights", MappingProxyType(dict(self.action_weights)))
+        object.__setattr__(self, "benchmarks", MappingProxyType(dict(self.benchmarks)))
 
     @property
     def output_topic(self) -> str:

@@ -11,7 +11,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Alert", "TaskResult"]
+__all__ = ["BENCHMARKS_TOPIC", "Alert", "TaskResult"]
+
+BENCHMARKS_TOPIC = "benchmarks"
+"""Topic of benchmark records (snapshots, results, alerts; key = type name), one partition."""
 
 
 def _clean(x: Any) -> Any:

@@ -18,6 +18,7 @@ from another type's table before the worker consumes (:func:`init_from`).
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import socket
@@ -28,12 +29,15 @@ from typing import Any
 
 import faust
 
+from streamer.bench.results import BENCHMARKS_TOPIC
 from streamer.engine import Engine, RawMessage, open_engine, warm_start_from
 from streamer.errors import ConfigError
 from streamer.events.deadletter import MemoryDeadLetters
 from streamer.events.decode import Decoder
 from streamer.runtime.kafka_sinks import EmbeddingPublisher, KafkaDeadLetters, SinkProducer
-from streamer.settings import Settings
+from streamer.scheduler import BenchScheduler
+from streamer.settings import BenchSettings, Settings
+from streamer.snapshot import SnapshotStore
 from streamer.store.base import FeatureRecord
 from streamer.topology import TopologySpec
 from streamer.transfer import WarmStart
@@ -91,12 +95,18 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
     holder: dict[str, Any] = {}
     started = time.monotonic()
 
+    bench = settings.bench_for(dict(spec.benchmarks))
+
     def engine() -> Engine:
         if "engine" not in holder:
             producer = SinkProducer(settings.kafka_bootstrap)
             holder["producer"] = producer
             publish = (EmbeddingPublisher(producer, settings.topic(spec.output_topic))
                        if w.publish else None)
+            sched = None
+            if bench.enabled:
+                sched = holder["scheduler"] = make_scheduler(settings, spec, bench,
+                                                             producer=producer)
             holder["engine"] = open_engine(
                 spec,
                 state_dir=settings.state_dir,
@@ -109,6 +119,7 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
                 dedup_window_s=settings.dedup_window_s,
                 publish=publish,
                 path_prefix=settings.topic_prefix,
+                before_learn=None if sched is None else sched.before_learn,
             )
         return holder["engine"]
 
@@ -157,6 +168,9 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
                                  f"{type(exc).__name__}: {exc}\n")
                 sys.stderr.flush()
                 os._exit(1)
+            sched = holder.get("scheduler")
+            if sched is not None:
+                sched.after_commit(eng.table, res.accepted, eng.counters.get("accepted", 0))
             stats["last_batch_wall_s"] = time.time()
             log.debug("batch seen=%d accepted=%d rejected=%d skipped=%d changed=%d",
                       res.seen, res.accepted, res.rejected, res.skipped, len(res.changed))
@@ -176,16 +190,61 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
             prod = holder["producer"]
             body["producer"] = {"delivered": prod.delivered, "failed": prod.failed,
                                 "last_error": prod.last_error}
+            if "scheduler" in holder:
+                body["bench"] = holder["scheduler"].status()
         return web.json({**body, "throughput": dict(stats)})
 
     @app.on_before_shutdown.connect
     async def _close(app: faust.App, **kwargs: Any) -> None:  # noqa: ARG001
+        if "scheduler" in holder:
+            holder["scheduler"].close()
         if "producer" in holder:
             holder["producer"].flush()
         if "engine" in holder:
             holder["engine"].close()
 
     return app
+
+
+def check_bench(settings: Settings, spec: TopologySpec) -> BenchSettings:
+    """Validate the type's effective bench settings (tasks, drift config) before starting.
+
+    Raises
+    ------
+    ConfigError
+        One line naming what is wrong.
+    """
+    from streamer.bench.drift import DriftConfig
+    from streamer.scheduler import parse_task
+
+    bench = settings.bench_for(dict(spec.benchmarks))
+    for t in bench.tasks:
+        parse_task(t)
+    DriftConfig.parse(bench.drift)  # ConfigError: one line
+    return bench
+
+
+def make_scheduler(settings: Settings, spec: TopologySpec, bench: BenchSettings, *,
+                   producer: SinkProducer | None) -> BenchScheduler:
+    """Build the worker's snapshot/benchmark scheduler; records go to ``benchmarks``.
+
+    Raises
+    ------
+    ConfigError
+        If a configured task or the drift config is invalid.
+    """
+    root = bench.snapshot_dir or settings.state_dir / "snapshots"
+    store = SnapshotStore(root, spec, path_prefix=settings.topic_prefix, clock=SystemClock())
+    emit = None
+    if producer is not None:
+        topic = settings.topic(BENCHMARKS_TOPIC)
+        key = spec.name.encode()
+
+        def emit(rec: dict[str, Any]) -> None:
+            producer.produce(topic, key, json.dumps(rec, sort_keys=True).encode())
+
+    return BenchScheduler(spec, bench, store, emit=emit, data_dir=settings.data_dir,
+                          clock=SystemClock())
 
 
 def worker_group(settings: Settings, spec: TopologySpec) -> str:
@@ -301,7 +360,7 @@ def publish_init(settings: Settings, spec: TopologySpec, init: InitFrom) -> None
 
 
 def ensure_worker_topics(settings: Settings, spec: TopologySpec) -> None:
-    """Create the source, dead-letter and compacted output topics if missing.
+    """Create the source, dead-letter, compacted output and ``benchmarks`` topics if missing.
 
     Raises
     ------
@@ -317,6 +376,7 @@ def ensure_worker_topics(settings: Settings, spec: TopologySpec) -> None:
         settings.topic(spec.dead_letters): TopicSpec(partitions=parts, configs=keep),
         settings.topic(spec.output_topic): TopicSpec(
             partitions=parts, configs={"cleanup.policy": "compact", "retention.ms": "-1"}),
+        settings.topic(BENCHMARKS_TOPIC): TopicSpec(partitions=1, configs=keep),
     })
 
 
@@ -356,6 +416,7 @@ def run_worker(settings: Settings, spec: TopologySpec, *, loglevel: str = "info"
         If the web port is taken or a topic has the wrong partition count.
     """
     check_web_port(settings)
+    check_bench(settings, spec)
     ensure_worker_topics(settings, spec)
     if init is not None:
         publish_init(settings, spec, init)

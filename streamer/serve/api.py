@@ -6,6 +6,9 @@ Routes (JSON; ids are namespaced: ``u:<user_id>`` or ``i:<item_id>``):
 * ``GET  /v1/types/{type}/embeddings?ids=ID&ids=ID`` and ``POST`` with ``{"ids": [...]}``
 * ``GET  /v1/types/{type}/neighbours/{id}?k=10&kind=item``
 * ``POST /v1/types/{type}/neighbours`` with ``{"vector": [...], "k": 10, "kind": "item"}``
+* ``GET  /v1/types/{type}/benchmarks?limit=200``: snapshots, latest result per task,
+  results, alerts and open alerts (from the ``benchmarks`` topic)
+* ``GET  /v1/alerts``: open drift alerts of every type, and their history
 
 Every :class:`streamer.errors.StreamerError` maps to its ``http_status`` with
 ``{"error": "<one line>"}``; validation errors are 422 with a one-line message.
@@ -24,6 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from streamer.errors import StreamerError, UnknownType
+from streamer.serve.benchboard import BenchBoard
 from streamer.serve.served import MAX_IDS, MAX_K, ServedType
 
 
@@ -41,7 +45,8 @@ class VectorQuery(BaseModel):
     kind: Literal["user", "item"] | None = None
 
 
-def create_api(types: Mapping[str, ServedType], *, token: str | None = None) -> FastAPI:
+def create_api(types: Mapping[str, ServedType], *, token: str | None = None,
+               board: BenchBoard | None = None) -> FastAPI:
     """Build the FastAPI app over ``types`` (name -> ServedType).
 
     Parameters
@@ -50,7 +55,11 @@ def create_api(types: Mapping[str, ServedType], *, token: str | None = None) -> 
         Served types, looked up by name on each request (may grow while running).
     token
         If set, every route except ``/health`` requires ``Authorization: Bearer <token>``.
+    board
+        Benchmark results and drift alerts (from the ``benchmarks`` topic); ``None``
+        serves empty lists.
     """
+    board = board if board is not None else BenchBoard()
     app = FastAPI(title="streamer", version="0.1.0")
 
     @app.exception_handler(StreamerError)
@@ -121,6 +130,15 @@ def create_api(types: Mapping[str, ServedType], *, token: str | None = None) -> 
         res = served(name).neighbours_by_id(entity, k, kind)
         return {"type": name, "id": entity, "k": k, "kind": kind,
                 "neighbours": [{"id": i, "score": s} for i, s in res]}
+
+    @app.get("/v1/types/{name}/benchmarks")
+    def benchmarks(name: str, limit: int = Query(200, ge=1, le=2000)) -> dict[str, object]:
+        served(name)
+        return board.for_type(name, limit)
+
+    @app.get("/v1/alerts")
+    def alerts() -> dict[str, object]:
+        return board.alerts()
 
     @app.post("/v1/types/{name}/neighbours")
     def neighbours_by_vector(name: str, body: VectorQuery) -> dict[str, object]:

@@ -401,6 +401,23 @@ class FeatureTable(abc.ABC):
     def iter_features(self) -> Iterator[tuple[EntityId, FeatureRecord]]:
         """Yield ``(id, record)`` for every entity, in key order."""
 
+    def view(self) -> tuple[dict[tuple[str, int], int], Iterator[tuple[EntityId, FeatureRecord]]]:
+        """Return the offsets and an iterator over the features as of one point in time.
+
+        The iterator may be consumed later (e.g. in another thread) while the writer goes
+        on committing: it still yields the records of the moment ``view`` was called,
+        which match the returned offsets (snapshots, DESIGN §7). This default materialises
+        the records; RocksDB pins an iterator instead.
+        """
+        return self.offsets(), iter(list(self.iter_features()))
+
+    def get_state(self, key: bytes) -> bytes | None:
+        """Return one state record's value or ``None`` (default: a scan of the state)."""
+        for k, v in self.iter_state():
+            if k == key:
+                return v
+        return None
+
     @abc.abstractmethod
     def iter_state(self) -> Iterator[tuple[bytes, bytes]]:
         """Yield every learner state record ``(key, value)``, in bytewise key order."""

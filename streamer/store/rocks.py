@@ -370,6 +370,30 @@ class RocksFeatureTable(FeatureTable):
         for key, value in self._cf_features.items():
             yield codec.decode_entity(key), codec.decode_record(value, dim, key=key)
 
+    def view(self) -> tuple[dict[tuple[str, int], int], Iterator[tuple[EntityId, FeatureRecord]]]:
+        """Return the offsets and a pinned RocksDB iterator over the features (see base).
+
+        The iterator is created here, so it sees exactly the commits made before this call
+        (a RocksDB iterator reads from the implicit snapshot of its creation); consume it
+        from one thread only.
+        """
+        self._live_db()
+        offsets = self.offsets()
+        pinned = self._cf_features.items()
+        dim = self._dim
+
+        def records() -> Iterator[tuple[EntityId, FeatureRecord]]:
+            for key, value in pinned:
+                yield codec.decode_entity(key), codec.decode_record(value, dim, key=key)
+
+        return offsets, records()
+
+    def get_state(self, key: bytes) -> bytes | None:
+        """Return one state record's value or ``None`` (a point lookup)."""
+        self._live_db()
+        value = self._cf_state.get(key)
+        return None if value is None else bytes(value)
+
     def iter_state(self) -> Iterator[tuple[bytes, bytes]]:
         """Yield every learner state record in bytewise key order."""
         self._live_db()

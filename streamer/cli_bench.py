@@ -1,0 +1,373 @@
+"""``streamer snapshot`` and ``streamer bench ...`` (DESIGN §7), registered by :mod:`streamer.cli`.
+
+* ``streamer snapshot TYPE [--list]``: take a snapshot now from the type's feature table
+  (a RocksDB secondary reader: a running worker is not disturbed), or list them.
+* ``streamer bench linkpred|topic|metadata|follow-jaccard --dataset D [--type T]``: train
+  every (or the given) declared type in-process on a data set and score it with its
+  baselines.
+* ``streamer bench run TYPE [--snapshot ID] [--task T]``: run snapshot tasks now.
+* ``streamer bench stability TYPE``: stability between consecutive stored snapshots.
+* ``streamer bench report TYPE --out DIR``: HTML + PNG report of the type's results.
+* ``streamer bench --check [--type T]``: exit 3 if a drift alert is open.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from streamer.errors import ConfigError
+
+bench_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                        invoke_without_command=True,
+                        help="Benchmark embedding types (offline on data sets, or on "
+                             "snapshots) and check drift alerts.")
+
+CHECK_FAILED = 3
+"""Exit code of ``bench --check`` when an alert is open (threshold breached)."""
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=1, sort_keys=False, allow_nan=False,
+                                default=str) + "\n")
+
+
+def _types(names: list[str] | None) -> list[Any]:
+    from streamer.topology import find_type
+    from topologies import TOPOLOGIES
+
+    if not names:
+        return list(TOPOLOGIES)
+    return [find_type(TOPOLOGIES, n) for n in names]
+
+
+def _store(settings: Any, spec: Any) -> Any:
+    from streamer.snapshot import SnapshotStore
+    from streamer.types import SystemClock
+
+    bench = settings.bench_for(dict(spec.benchmarks))
+    root = bench.snapshot_dir or settings.state_dir / "snapshots"
+    return SnapshotStore(root, spec, path_prefix=settings.topic_prefix, clock=SystemClock())
+
+
+def _table(rows: list[dict[str, Any]], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    if not rows:
+        Console().print(f"{title}: nothing")
+        return
+    for col in rows[0]:
+        t.add_column(str(col))
+    for r in rows:
+        t.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.values()))
+    Console().print(t)
+
+
+def _metric_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Turn ``{metric: {name: value}}`` into one row per name."""
+    metrics = [k for k, v in result.items() if isinstance(v, dict)
+               and all(isinstance(x, int | float | None) for x in v.values())]
+    names: list[str] = []
+    for m in metrics:
+        for n in result[m]:
+            if n not in names:
+                names.append(n)
+    return [{"name": n, **{m: result[m].get(n) for m in metrics}} for n in names]
+
+
+# --------------------------------------------------------------------- snapshot
+def snapshot_cmd(
+    type_name: Annotated[str, typer.Argument(metavar="TYPE", help="Embedding type")],
+    list_: Annotated[bool, typer.Option("--list", help="List stored snapshots")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Take a snapshot of TYPE now (vectors + manifest), or list its snapshots.
+
+    Reads the type's feature table as a RocksDB secondary, so a running worker is not
+    disturbed; the snapshot holds every batch committed before the command started.
+    Old snapshots beyond the type's retention (STREAMER_BENCH__SNAPSHOT_RETAIN) are pruned.
+    """
+    from streamer.cli import _settings, _spec
+
+    settings = _settings()
+    spec = _spec(type_name)
+    store = _store(settings, spec)
+    if list_:
+        rows = [{"id": s.id, "event_time": s.manifest.get("event_time"),
+                 "entities": s.manifest.get("n_entities"),
+                 "events_applied": s.manifest.get("events_applied"),
+                 "trigger": s.manifest.get("trigger"), "path": str(s.path)}
+                for s in store.list()]
+        if as_json:
+            _print_json(rows)
+        else:
+            _table(rows, f"snapshots of {spec.name} v{spec.version}")
+        return
+    from streamer.engine import COUNTERS_KEY
+    from streamer.snapshot import capture
+    from streamer.store.base import claim_manifest
+    from streamer.store.rocks import RocksFeatureTable
+    from streamer.transfer import table_path, type_dim
+
+    path = table_path(spec, state_dir=settings.state_dir, path_prefix=settings.topic_prefix)
+    if not (path / "CURRENT").is_file():
+        msg = (f"no feature table for {spec.name} at {path}; run `streamer worker --type "
+               f"{spec.name}` first with the same STREAMER_STATE_DIR and STREAMER_TOPIC_PREFIX")
+        raise ConfigError(msg)
+    bench = settings.bench_for(dict(spec.benchmarks))
+    with tempfile.TemporaryDirectory(prefix="streamer-snapshot-") as tmp:
+        table = RocksFeatureTable(path, dim=type_dim(spec), secondary_path=Path(tmp))
+        try:
+            claim_manifest(table, {"fingerprint": spec.fingerprint(), **spec.manifest()})
+            counters = table.get_state(COUNTERS_KEY)
+            applied = 0
+            if counters:
+                try:
+                    applied = int(json.loads(counters).get("accepted", 0))
+                except (ValueError, AttributeError):
+                    applied = 0
+            snap = store.write(capture(table, events_applied=applied, trigger="cli"))
+        finally:
+            table.close()
+    pruned = store.prune(bench.snapshot_retain)
+    if as_json:
+        _print_json({**snap.manifest, "path": str(snap.path), "pruned": pruned})
+    else:
+        sys.stdout.write(f"snapshot {snap.id} of {spec.name} v{spec.version}: "
+                         f"{snap.manifest['n_entities']} entities, event time "
+                         f"{snap.manifest['event_time']}, at {snap.path}\n")
+
+
+# --------------------------------------------------------------------- bench
+@bench_app.callback()
+def bench_main(
+    ctx: typer.Context,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Exit 3 if a drift alert is open (raised after the previous "
+        "snapshot of its type, see --window)")] = False,
+    type_names: Annotated[list[str] | None, typer.Option(
+        "--type", help="With --check: types to check (default: every declared type)")] = None,
+    window: Annotated[int, typer.Option(
+        min=1, help="With --check: alerts raised since this many snapshots ago are open")] = 1,
+) -> None:
+    """Benchmark embedding types; with --check, gate on drift alerts."""
+    if ctx.invoked_subcommand is not None:
+        if check:
+            msg = "--check takes no subcommand; run `streamer bench --check` on its own"
+            raise typer.BadParameter(msg)
+        return
+    if not check:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+    from streamer.cli import _settings
+
+    settings = _settings()
+    open_alerts = []
+    checked = []
+    for spec in _types(type_names):
+        store = _store(settings, spec)
+        from streamer.scheduler import read_results
+
+        recs = read_results(store.dir / "results.jsonl")
+        checked.append(spec.name)
+        open_alerts.extend(open_alerts_of(recs, window))
+    for a in open_alerts:
+        sys.stderr.write(f"ALERT {a.get('type')} v{a.get('version')} {a.get('series')} "
+                         f"[{a.get('detector')}]: {a.get('message')}\n")
+    if open_alerts:
+        raise typer.Exit(CHECK_FAILED)
+    sys.stderr.write(f"no open drift alerts ({', '.join(checked)})\n")
+
+
+def open_alerts_of(records: list[dict[str, Any]], window: int = 1) -> list[dict[str, Any]]:
+    """Return the alerts raised after the ``window + 1``-th most recent snapshot record.
+
+    With ``window=1`` these are the alerts of the latest snapshot (its task metrics) and
+    of the period since the snapshot before it (per-batch scores), i.e. what the last
+    schedule tick saw. Older alerts are history (reports show them).
+    """
+    snaps = [j for j, r in enumerate(records) if r.get("kind") == "snapshot"]
+    start = snaps[-(window + 1)] + 1 if len(snaps) > window else 0
+    return [r for r in records[start:] if r.get("kind") == "alert"]
+
+
+def _offline(task: str, dataset: str, types: list[str] | None, as_json: bool,
+             seed: int) -> None:
+    from streamer.cli import _settings
+
+    settings = _settings()
+    specs = _types(types)
+    if task == "linkpred":
+        from streamer.bench.linkpred import run_linkpred
+
+        res = run_linkpred(dataset, specs, data_dir=settings.data_dir)
+    else:
+        from streamer.bench.tasks import run_task
+
+        res = run_task(task, dataset, specs, data_dir=settings.data_dir, seed=seed)
+    if as_json:
+        _print_json(res)
+    else:
+        _table(_metric_rows(res), f"{task} on {dataset}")
+
+
+def _dataset_opt() -> Any:
+    return typer.Option("--dataset", help="Data set (see `streamer produce --help`)")
+
+
+_TYPE_OPT = typer.Option("--type", help="Types to train (repeatable; default: every declared)")
+
+
+@bench_app.command("linkpred")
+def linkpred_cmd(
+    dataset: Annotated[str, _dataset_opt()] = "wikipedia",
+    type_names: Annotated[list[str] | None, _TYPE_OPT] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+) -> None:
+    """Temporal link prediction (TGB protocol) against EdgeBank, popularity and recency.
+
+    Chronological 70/15/15 split, score-then-learn in batches of 200 over validation and
+    test, one-vs-all ranking with ties averaged; the test split is the headline.
+    """
+    _offline("linkpred", dataset, type_names, as_json, 0)
+
+
+@bench_app.command("topic")
+def topic_cmd(
+    dataset: Annotated[str, _dataset_opt()] = "lastfm-tags",
+    type_names: Annotated[list[str] | None, _TYPE_OPT] = None,
+    seed: Annotated[int, typer.Option(help="Seed of folds and baselines")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+) -> None:
+    """User topic prediction (Last.fm tags; logistic regression, stratified 5-fold CV)."""
+    _offline("topic", dataset, type_names, as_json, seed)
+
+
+@bench_app.command("metadata")
+def metadata_cmd(
+    dataset: Annotated[str, _dataset_opt()] = "lastfm-asia",
+    type_names: Annotated[list[str] | None, _TYPE_OPT] = None,
+    seed: Annotated[int, typer.Option(help="Seed of folds and baselines")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+) -> None:
+    """User metadata prediction (LastFM Asia country, Deezer gender)."""
+    _offline("metadata", dataset, type_names, as_json, seed)
+
+
+@bench_app.command("follow-jaccard")
+def follow_jaccard_cmd(
+    dataset: Annotated[str, _dataset_opt()] = "lastfm-asia",
+    type_names: Annotated[list[str] | None, _TYPE_OPT] = None,
+    seed: Annotated[int, typer.Option(help="Seed of held-out edges and pair sample")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+) -> None:
+    """Spearman correlation of user-vector cosine with friend-set Jaccard."""
+    _offline("follow-jaccard", dataset, type_names, as_json, seed)
+
+
+@bench_app.command("run")
+def run_cmd(
+    type_name: Annotated[str, typer.Argument(metavar="TYPE")],
+    snapshot: Annotated[str, typer.Option(help="Snapshot id (default: the latest)")] = "latest",
+    tasks: Annotated[list[str] | None, typer.Option(
+        "--task", help="Task 'stability', 'topic:<dataset>', 'metadata:<dataset>', "
+        "'follow-jaccard:<dataset>' (repeatable; default: the type's configured tasks)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Run snapshot tasks on one stored snapshot now (prints; does not record)."""
+    from streamer.bench.tasks import evaluate
+    from streamer.cli import _settings, _spec
+    from streamer.scheduler import parse_task
+
+    settings = _settings()
+    spec = _spec(type_name)
+    bench = settings.bench_for(dict(spec.benchmarks))
+    chosen = [parse_task(t) for t in (tasks or bench.tasks)]
+    if not chosen:
+        msg = (f"no tasks for {spec.name}: give --task (e.g. --task stability --task "
+               "metadata:lastfm-asia) or configure STREAMER_BENCH__TASKS")
+        raise ConfigError(msg)
+    store = _store(settings, spec)
+    snap = store.get(snapshot)
+    emb = snap.load()
+    prev = None
+    results = []
+    for task, dataset in chosen:
+        if task == "stability":
+            older = [s for s in store.list() if s.id < snap.id]
+            if not older:
+                msg = f"stability needs a snapshot older than {snap.id} of {spec.name}"
+                raise ConfigError(msg)
+            prev = prev or older[-1].load()
+        res = evaluate(task, emb, dataset, prev=prev if task == "stability" else None,
+                       seed=bench.seed, data_dir=settings.data_dir)
+        results.append({"snapshot": snap.id, **res.to_json()})
+    if as_json:
+        _print_json(results)
+    else:
+        for r in results:
+            _table([{"name": spec.name, **r["metrics"]},
+                    *({"name": b, **v} for b, v in r["baselines"].items())],
+                   f"{r['task']} {r['dataset']} on snapshot {snap.id}")
+
+
+@bench_app.command("stability")
+def stability_cmd(
+    type_name: Annotated[str, typer.Argument(metavar="TYPE")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Jaccard@10 and Procrustes distance between each pair of consecutive snapshots."""
+    from streamer.bench.tasks import evaluate
+    from streamer.cli import _settings, _spec
+
+    settings = _settings()
+    spec = _spec(type_name)
+    bench = settings.bench_for(dict(spec.benchmarks))
+    snaps = _store(settings, spec).list()
+    if len(snaps) < 2:
+        msg = (f"stability needs two snapshots of {spec.name}, found {len(snaps)}; take "
+               f"them with `streamer snapshot {spec.name}`")
+        raise ConfigError(msg)
+    rows = []
+    prev = snaps[0].load()
+    for s in snaps[1:]:
+        cur = s.load()
+        r = evaluate("stability", cur, "", prev=prev, seed=bench.seed, data_dir=None)
+        rows.append({"from": snaps[snaps.index(s) - 1].id, "to": s.id, **r.metrics})
+        prev = cur
+    if as_json:
+        _print_json(rows)
+    else:
+        _table(rows, f"stability of {spec.name}")
+
+
+@bench_app.command("report")
+def report_cmd(
+    type_name: Annotated[str, typer.Argument(metavar="TYPE")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for index.html and PNGs")],
+) -> None:
+    """Write an HTML page with PNG plots of every metric over snapshots, with baselines."""
+    from streamer.bench.report import write_report
+    from streamer.cli import _settings, _spec
+    from streamer.scheduler import read_results
+
+    settings = _settings()
+    spec = _spec(type_name)
+    store = _store(settings, spec)
+    recs = read_results(store.dir / "results.jsonl")
+    results = [r for r in recs if r.get("kind") == "result"]
+    alerts = [r for r in recs if r.get("kind") == "alert"]
+    if not results:
+        msg = (f"no benchmark results for {spec.name} in {store.dir / 'results.jsonl'}; "
+               "schedule snapshots with tasks (STREAMER_BENCH__SNAPSHOT_EVERY_EVENTS, "
+               "STREAMER_BENCH__TASKS) and let the worker run")
+        raise ConfigError(msg)
+    page = write_report(spec.name, results, alerts, out_dir)
+    sys.stdout.write(f"{page}\n")

@@ -1,0 +1,163 @@
+"""Benchmark results and drift alerts in the API: tails the ``benchmarks`` topic (DESIGN §7).
+
+Workers publish one JSON record per snapshot, task result and alert to ``benchmarks``
+(keyed by type; see :mod:`streamer.scheduler`). A :class:`BenchmarksTail` reads the topic
+from the beginning with no consumer group, like the embedding tails, into a
+:class:`BenchBoard` that the HTTP API serves (``/v1/types/{type}/benchmarks``,
+``/v1/alerts``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import defaultdict, deque
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BenchBoard", "BenchmarksTail"]
+
+
+class BenchBoard:
+    """Thread-safe in-memory view of benchmark records, per type.
+
+    Parameters
+    ----------
+    max_records
+        Results and alerts kept per type (oldest dropped first).
+    """
+
+    def __init__(self, max_records: int = 2000) -> None:
+        self._lock = threading.Lock()
+        self._snapshots: dict[str, deque[dict[str, Any]]] = defaultdict(
+            lambda: deque(maxlen=max_records))
+        self._results: dict[str, deque[dict[str, Any]]] = defaultdict(
+            lambda: deque(maxlen=max_records))
+        self._alerts: dict[str, deque[dict[str, Any]]] = defaultdict(
+            lambda: deque(maxlen=max_records))
+        # alerts since the previous snapshot of the type (the `bench --check` window)
+        self._open: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._since_last: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.records = 0
+
+    def clear(self) -> None:
+        """Forget every record."""
+        with self._lock:
+            for d in (self._snapshots, self._results, self._alerts, self._open,
+                      self._since_last):
+                d.clear()
+            self.records = 0
+
+    def add(self, rec: dict[str, Any]) -> None:
+        """Apply one record (``kind`` snapshot/result/alert/error; others ignored)."""
+        t = str(rec.get("type", ""))
+        kind = rec.get("kind")
+        with self._lock:
+            self.records += 1
+            if kind == "snapshot":
+                self._snapshots[t].append(rec)
+                self._open[t] = self._since_last[t]
+                self._since_last[t] = []
+            elif kind in ("result", "error"):
+                self._results[t].append(rec)
+            elif kind == "alert":
+                self._alerts[t].append(rec)
+                self._since_last[t].append(rec)
+
+    def for_type(self, name: str, limit: int = 200) -> dict[str, Any]:
+        """Return snapshots, latest result per task, recent results and alerts of a type."""
+        with self._lock:
+            results = list(self._results.get(name, ()))
+            latest: dict[str, dict[str, Any]] = {}
+            for r in results:
+                if r.get("kind") == "result":
+                    key = r["task"] if not r.get("dataset") else f"{r['task']}:{r['dataset']}"
+                    latest[key] = r
+            return {
+                "type": name,
+                "snapshots": list(self._snapshots.get(name, ()))[-limit:],
+                "latest": latest,
+                "results": results[-limit:],
+                "alerts": list(self._alerts.get(name, ()))[-limit:],
+                "open_alerts": [*self._open.get(name, ()), *self._since_last.get(name, ())],
+            }
+
+    def alerts(self) -> dict[str, Any]:
+        """Return every type's open alerts and the recent alert history."""
+        with self._lock:
+            open_ = [a for t in sorted(set(self._open) | set(self._since_last))
+                     for a in (*self._open.get(t, ()), *self._since_last.get(t, ()))]
+            history = [a for t in sorted(self._alerts) for a in self._alerts[t]]
+        return {"open": open_, "history": history}
+
+
+class BenchmarksTail(threading.Thread):
+    """Background thread applying the ``benchmarks`` topic to a :class:`BenchBoard`.
+
+    Parameters
+    ----------
+    bootstrap, topic
+        Where to read (every partition, from the beginning, no consumer group).
+    board
+        Where records go. Records that are not JSON objects are counted and skipped.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, board: BenchBoard,
+                 *, poll_timeout_ms: int = 200) -> None:
+        super().__init__(name=f"tail-{topic}", daemon=True)
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.board = board
+        self.poll_timeout_ms = poll_timeout_ms
+        self.errors = 0
+        self.last_error: str | None = None
+        self._stop_evt = threading.Event()
+
+    def stop(self) -> None:
+        """Ask the thread to stop after its current poll."""
+        self._stop_evt.set()
+
+    def run(self) -> None:
+        """Tail until stopped; on a client error start over (the board is rebuilt)."""
+        while not self._stop_evt.is_set():
+            try:
+                self._tail()
+            except Exception as exc:  # noqa: BLE001 - keep serving; the error is reported
+                self.errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception('benchmarks tail failed topic="%s"; retrying in 1 s', self.topic)
+                self._stop_evt.wait(1.0)
+
+    def _tail(self) -> None:
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                 group_id=None, fetch_max_wait_ms=self.poll_timeout_ms)
+        try:
+            parts = None
+            while not parts and not self._stop_evt.is_set():
+                parts = consumer.partitions_for_topic(self.topic)
+                if not parts:
+                    time.sleep(1.0)
+            if not parts:
+                return
+            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            consumer.seek_to_beginning(*tps)
+            self.board.clear()  # a restart re-reads the topic from the beginning
+            while not self._stop_evt.is_set():
+                for msgs in consumer.poll(timeout_ms=self.poll_timeout_ms).values():
+                    for m in msgs:
+                        try:
+                            rec = json.loads(m.value)
+                        except (TypeError, ValueError):
+                            rec = None
+                        if not isinstance(rec, dict):
+                            self.errors += 1
+                            continue
+                        self.board.add(rec)
+        finally:
+            consumer.close()
