@@ -346,3 +346,90 @@ def _csv_rows(
 def _malformed(path: Path, line_no: int, fields: list[str], expected: str) -> NoReturn:
     msg = f"{path}:{line_no}: malformed row {fields!r}; expected {expected}"
     raise ConfigError(msg)
+
+
+# ---------------------------------------------------------------- benchmark side data
+#: Data sets whose friend graph is a separate file (not part of the stream).
+_FRIENDS_FILE: Final = {"lastfm-tags": "user_friends.dat", "lastfm-plays": "user_friends.dat"}
+
+
+def load_user_tags(data_dir: str | os.PathLike[str] | None = None) -> list[tuple[str, str, str]]:
+    """Return HetRec Last.fm tag assignments ``(user_id, artist_id, tag_id)``, good rows only.
+
+    Reads ``lastfm-hetrec2011/user_taggedartists.dat`` (the ``lastfm-tags`` source) in
+    file order and drops the rows that :func:`load_events` drops: dated before
+    :data:`FIRST_GOOD_TAG_YEAR` or on an impossible calendar date. The tag ids are what
+    the ``topic`` benchmark derives its labels from; they never enter the stream.
+
+    Parameters
+    ----------
+    data_dir
+        Folder holding the data-set folders; default see :func:`data_dirs`.
+
+    Returns
+    -------
+    list of tuple of str
+        Raw ids as in the file (``("2", "52", "13")``).
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing or a row is malformed (message gives file and line).
+    """
+    path = dataset_path("lastfm-tags", data_dir)
+    out: list[tuple[str, str, str]] = []
+    for line_no, fields in _csv_rows(path, "\t", header=True, width=6):
+        _ts, valid = _noon_utc(path, line_no, fields)
+        if valid:
+            out.append((fields[0], fields[1], fields[2]))
+    return out
+
+
+def friends_datasets() -> tuple[str, ...]:
+    """Return the data sets :func:`load_friends` accepts, in documentation order."""
+    return tuple(n for n in DATASETS if n in _FRIENDS_FILE or DATASETS[n].action == "follow")
+
+
+def load_friends(name: str,
+                 data_dir: str | os.PathLike[str] | None = None) -> list[tuple[str, str]]:
+    """Return a data set's undirected friend/follow edges, each once, in file order.
+
+    ``lastfm-tags`` / ``lastfm-plays``: HetRec ``user_friends.dat`` (both directions are
+    listed there; an edge is kept at its first listing, as ``(userID, friendID)``).
+    ``lastfm-asia`` / ``deezer``: the mutual-follow edge list the stream is made of
+    (``(node_1, node_2)``, each edge listed once). Self-loops are dropped.
+
+    Parameters
+    ----------
+    name
+        One of :func:`friends_datasets`.
+    data_dir
+        Folder holding the data-set folders; default see :func:`data_dirs`.
+
+    Returns
+    -------
+    list of tuple of str
+        Raw user ids (not namespaced).
+
+    Raises
+    ------
+    ConfigError
+        If the data set has no friend graph, the file is missing or a row is malformed.
+    """
+    info = dataset_info(name)
+    if name in _FRIENDS_FILE:
+        path, sep = dataset_path(name, data_dir, _FRIENDS_FILE[name]), "\t"
+    elif info.action == "follow":
+        path, sep = dataset_path(name, data_dir), ","
+    else:
+        msg = (f"data set {name!r} has no friend graph; friend graphs exist for: "
+               f"{', '.join(friends_datasets())}")
+        raise ConfigError(msg)
+    seen: set[tuple[str, str]] = set()
+    edges: list[tuple[str, str]] = []
+    for _line_no, (a, b) in _csv_rows(path, sep, header=True, width=2):
+        key = (a, b) if a <= b else (b, a)
+        if a != b and key not in seen:
+            seen.add(key)
+            edges.append((a, b))
+    return edges
