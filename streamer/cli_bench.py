@@ -8,7 +8,7 @@
 * ``streamer bench run TYPE [--snapshot ID] [--task T]``: run snapshot tasks now.
 * ``streamer bench stability TYPE``: stability between consecutive stored snapshots.
 * ``streamer bench report TYPE --out DIR``: HTML + PNG report of the type's results.
-* ``streamer bench --check [--type T]``: exit 3 if a drift alert is open.
+* ``streamer bench --check [--type T]``: exit 3 if a drift alert is open (active).
 """
 
 from __future__ import annotations
@@ -150,12 +150,10 @@ def snapshot_cmd(
 def bench_main(
     ctx: typer.Context,
     check: Annotated[bool, typer.Option(
-        "--check", help="Exit 3 if a drift alert is open (raised after the previous "
-        "snapshot of its type, see --window)")] = False,
+        "--check", help="Exit 3 if a drift alert is open (active in the type's drift "
+        "monitor: its metric has not recovered)")] = False,
     type_names: Annotated[list[str] | None, typer.Option(
         "--type", help="With --check: types to check (default: every declared type)")] = None,
-    window: Annotated[int, typer.Option(
-        min=1, help="With --check: alerts raised since this many snapshots ago are open")] = 1,
 ) -> None:
     """Benchmark embedding types; with --check, gate on drift alerts."""
     if ctx.invoked_subcommand is not None:
@@ -177,7 +175,7 @@ def bench_main(
 
         recs = read_results(store.dir / "results.jsonl")
         checked.append(spec.name)
-        open_alerts.extend(open_alerts_of(recs, window))
+        open_alerts.extend(open_alerts_of(recs))
     for a in open_alerts:
         sys.stderr.write(f"ALERT {a.get('type')} v{a.get('version')} {a.get('series')} "
                          f"[{a.get('detector')}]: {a.get('message')}\n")
@@ -186,16 +184,25 @@ def bench_main(
     sys.stderr.write(f"no open drift alerts ({', '.join(checked)})\n")
 
 
-def open_alerts_of(records: list[dict[str, Any]], window: int = 1) -> list[dict[str, Any]]:
-    """Return the alerts raised after the ``window + 1``-th most recent snapshot record.
+def open_alerts_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Return the open alerts of one type's record log, in order.
 
-    With ``window=1`` these are the alerts of the latest snapshot (its task metrics) and
-    of the period since the snapshot before it (per-batch scores), i.e. what the last
-    schedule tick saw. Older alerts are history (reports show them).
+    Open = the drift monitor's active alerts in the latest ``status`` record (written
+    after each snapshot's tasks) plus every alert raised after it (e.g. by per-batch
+    scores since then); without any status record, every alert. An alert stops being
+    active when its metric is back in range or a detector sees it recover.
     """
-    snaps = [j for j, r in enumerate(records) if r.get("kind") == "snapshot"]
-    start = snaps[-(window + 1)] + 1 if len(snaps) > window else 0
-    return [r for r in records[start:] if r.get("kind") == "alert"]
+    last = max((j for j, r in enumerate(records) if r.get("kind") == "status"), default=-1)
+    out = list(records[last].get("active_alerts") or []) if last >= 0 else []
+    out += [r for r in records[last + 1:] if r.get("kind") == "alert"]
+    seen = set()
+    unique = []
+    for a in out:
+        key = (a.get("series"), a.get("detector"), a.get("at"))
+        if key not in seen:
+            seen.add(key)
+            unique.append(a)
+    return unique
 
 
 def _offline(task: str, dataset: str, types: list[str] | None, as_json: bool,

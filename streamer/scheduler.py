@@ -19,11 +19,14 @@
 
 Records (JSON objects, see :mod:`streamer.bench.results`) carry ``"kind"``:
 ``"snapshot"`` (the manifest), ``"result"`` (a task result with ``type``, ``version``,
-``snapshot``, ``event_time``), ``"alert"``. They go to ``emit`` (the worker sends them
-to the ``benchmarks`` topic, keyed by type) and are appended to ``results.jsonl`` in the
-type's snapshot folder, which ``streamer bench --check`` and ``streamer bench report``
-read. The monitor's state is saved to ``drift.json`` there after every snapshot and
-reloaded on start, so a restarted worker keeps its detectors.
+``snapshot``, ``event_time``), ``"alert"``, ``"error"`` (a task that failed) and, last
+for each snapshot, ``"status"`` with the monitor's ``active_alerts`` (an alert stays
+active until its metric is back in range or a detector sees it recover). They go to
+``emit`` (the worker sends them to the ``benchmarks`` topic, keyed by type) and are
+appended to ``results.jsonl`` in the type's snapshot folder, which
+``streamer bench --check`` and ``streamer bench report`` read. The monitor's state is
+saved to ``drift.json`` there after every snapshot and reloaded on start, so a
+restarted worker keeps its detectors.
 """
 
 from __future__ import annotations
@@ -142,6 +145,7 @@ class BenchScheduler:
         self.monitor = self._load_monitor(settings.drift)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"bench-{spec.name}")
         self._pending: Future[None] | None = None
+        self._due: str | None = None
         self._events_since = 0
         self._last_snap_evt = math.nan
         self._max_evt = -math.inf
@@ -151,7 +155,7 @@ class BenchScheduler:
         self._batches = 0
         self._period: dict[str, list[float]] = {"mrr": [], "recall_at_10": [], "pop_mrr": [],
                                                 "pop_recall_at_10": []}
-        self.counters: dict[str, int] = {"snapshots": 0, "snapshots_skipped": 0, "results": 0,
+        self.counters: dict[str, int] = {"snapshots": 0, "snapshots_deferred": 0, "results": 0,
                                          "alerts": 0, "task_errors": 0, "scored_batches": 0}
         self.last_error: str | None = None
         prev = store.list()
@@ -260,19 +264,35 @@ class BenchScheduler:
                 self._last_snap_evt = self._max_evt  # the schedule starts at the first event
             else:
                 trigger = "event_time"
-        if trigger is not None:
-            self.snapshot(table, events_applied=events_applied, trigger=trigger)
+        if trigger is not None or self._due is not None:
+            self.snapshot(table, events_applied=events_applied,
+                          trigger=trigger or self._due or "events")
+
+    def poll(self, table: FeatureTable, events_applied: int) -> Future[None] | None:
+        """Take a deferred snapshot if its turn has come.
+
+        Call it from the writer's thread between commits (the worker's timer does, every
+        second), so a snapshot due at the end of a stream is not left waiting.
+        """
+        if self._due is None:
+            return None
+        return self.snapshot(table, events_applied=events_applied, trigger=self._due)
 
     def snapshot(self, table: FeatureTable, *, events_applied: int,
                  trigger: str = "manual") -> Future[None] | None:
         """Pin ``table`` now and process the snapshot in the background thread.
 
-        Returns the job's future, or ``None`` if the previous job still runs (the
-        snapshot is skipped and counted: a worker never queues pinned iterators).
+        Returns the job's future, or ``None`` if the previous job still runs: the snapshot
+        is then *deferred* (counted in ``snapshots_deferred``) and taken by the first
+        :meth:`after_commit`/:meth:`poll` after that job ends, so a worker never queues
+        pinned iterators and never loses a scheduled snapshot.
         """
         if self._pending is not None and not self._pending.done():
-            self.counters["snapshots_skipped"] += 1
+            if self._due is None:
+                self.counters["snapshots_deferred"] += 1
+            self._due = trigger
             return None
+        self._due = None
         cap = capture(table, events_applied=events_applied, trigger=trigger)
         self._events_since = 0
         if math.isfinite(self._max_evt):
@@ -336,6 +356,11 @@ class BenchScheduler:
             self._prev = snap
             with self._lock:
                 state = self.monitor.state()
+                active = [a.to_json() for a in self.monitor.active.values()]
+            self._record({"kind": "status", "type": self.spec.name,
+                          "version": self.spec.version, "snapshot": snap.id,
+                          "event_time": snap.manifest.get("event_time"),
+                          "active_alerts": active})
             tmp = self._drift_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(state), encoding="utf-8")
             tmp.replace(self._drift_path)

@@ -47,6 +47,17 @@ class WorkerSettings(BaseModel):
                         "worker's own index halves freshness, see benchmarks/e2e.py)")
 
 
+DEFAULT_DRIFT: dict[str, object] = {"rules": [
+    # a cold learner's per-batch score climbs while it learns: not the reference mean
+    {"match": "prequential.*", "warmup": 50},
+    # the number of ids two snapshots share grows with the vocabulary: not a quality metric
+    {"match": "*.n_common", "detectors": []},
+    {"match": "*"},
+]}
+"""Default drift rules: both detectors (ADWIN, Page-Hinkley) on every series, bad
+direction guessed from the metric name (benchmarks/drift.py measures the delays)."""
+
+
 class BenchSettings(BaseModel):
     """Snapshots, scheduled benchmark tasks and drift detection in the worker (DESIGN §7).
 
@@ -72,8 +83,9 @@ class BenchSettings(BaseModel):
     prequential_negatives: int = Field(100, ge=1, description="sampled negative items per "
                                        "scored event (uniform over items seen so far)")
     seed: int = Field(0, description="seed of every sample drawn by the scheduler and tasks")
-    drift: dict[str, object] = Field(default_factory=dict, description="drift detector "
-                                     "config (streamer.bench.drift.DriftConfig fields)")
+    drift: dict[str, object] = Field(
+        default_factory=lambda: dict(DEFAULT_DRIFT), description="drift detector config "
+        "(streamer.bench.drift.DriftConfig, JSON in the env var)")
 
     @property
     def enabled(self) -> bool:

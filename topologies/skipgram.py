@@ -15,4 +15,5 @@ WIKI_SGNS = TopologySpec(
     version=1,
     description="Online skip-gram with negative sampling (item2vec over each user's recent "
     "engagement window, unigram^0.75 noise kept incrementally); users co-embedded with items.",
+    benchmarks={"snapshot_every_event_s": 86_400.0, "tasks": ["stability"]},
 )

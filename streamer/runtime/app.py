@@ -175,6 +175,15 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
             log.debug("batch seen=%d accepted=%d rejected=%d skipped=%d changed=%d",
                       res.seen, res.accepted, res.rejected, res.skipped, len(res.changed))
 
+    if bench.enabled:
+        @app.timer(interval=1.0)
+        async def take_deferred_snapshot() -> None:
+            # runs on the agent's event loop between batches, so the capture is consistent
+            sched = holder.get("scheduler")
+            if sched is not None:
+                eng = holder["engine"]
+                sched.poll(eng.table, eng.counters.get("accepted", 0))
+
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:  # noqa: ARG001
         return web.json({"status": "ok", "type": spec.name, "version": spec.version,

@@ -40,34 +40,45 @@ class BenchBoard:
             lambda: deque(maxlen=max_records))
         self._alerts: dict[str, deque[dict[str, Any]]] = defaultdict(
             lambda: deque(maxlen=max_records))
-        # alerts since the previous snapshot of the type (the `bench --check` window)
-        self._open: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        self._since_last: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        # the latest status record's active alerts, and alerts raised after it
+        self._status_active: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self._since_status: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.records = 0
 
     def clear(self) -> None:
         """Forget every record."""
         with self._lock:
-            for d in (self._snapshots, self._results, self._alerts, self._open,
-                      self._since_last):
+            for d in (self._snapshots, self._results, self._alerts, self._status_active,
+                      self._since_status):
                 d.clear()
             self.records = 0
 
     def add(self, rec: dict[str, Any]) -> None:
-        """Apply one record (``kind`` snapshot/result/alert/error; others ignored)."""
+        """Apply one record (``kind`` snapshot/result/error/alert/status; others ignored)."""
         t = str(rec.get("type", ""))
         kind = rec.get("kind")
         with self._lock:
             self.records += 1
             if kind == "snapshot":
                 self._snapshots[t].append(rec)
-                self._open[t] = self._since_last[t]
-                self._since_last[t] = []
             elif kind in ("result", "error"):
                 self._results[t].append(rec)
             elif kind == "alert":
                 self._alerts[t].append(rec)
-                self._since_last[t].append(rec)
+                self._since_status[t].append(rec)
+            elif kind == "status":
+                self._status_active[t] = list(rec.get("active_alerts") or [])
+                self._since_status[t] = []
+
+    def _open(self, name: str) -> list[dict[str, Any]]:
+        """Open alerts of a type: as ``streamer bench --check`` (cli_bench.open_alerts_of)."""
+        out, seen = [], set()
+        for a in (*self._status_active.get(name, ()), *self._since_status.get(name, ())):
+            key = (a.get("series"), a.get("detector"), a.get("at"))
+            if key not in seen:
+                seen.add(key)
+                out.append(a)
+        return out
 
     def for_type(self, name: str, limit: int = 200) -> dict[str, Any]:
         """Return snapshots, latest result per task, recent results and alerts of a type."""
@@ -84,14 +95,14 @@ class BenchBoard:
                 "latest": latest,
                 "results": results[-limit:],
                 "alerts": list(self._alerts.get(name, ()))[-limit:],
-                "open_alerts": [*self._open.get(name, ()), *self._since_last.get(name, ())],
+                "open_alerts": self._open(name),
             }
 
     def alerts(self) -> dict[str, Any]:
         """Return every type's open alerts and the recent alert history."""
         with self._lock:
-            open_ = [a for t in sorted(set(self._open) | set(self._since_last))
-                     for a in (*self._open.get(t, ()), *self._since_last.get(t, ()))]
+            names = sorted(set(self._status_active) | set(self._since_status))
+            open_ = [a for t in names for a in self._open(t)]
             history = [a for t in sorted(self._alerts) for a in self._alerts[t]]
         return {"open": open_, "history": history}
 

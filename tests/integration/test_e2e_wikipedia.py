@@ -104,6 +104,10 @@ def _dim() -> int:
     return int(spec.params["dim"])
 
 
+def _dirname() -> str:
+    return next(s for s in TOPOLOGIES if s.name == TYPE).state_dirname
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(produced: Produced, kafka_bootstrap: str, tmp_path_factory) -> dict:
     state = tmp_path_factory.mktemp("run1")
@@ -119,7 +123,7 @@ def uninterrupted(produced: Produced, kafka_bootstrap: str, tmp_path_factory) ->
     finally:
         rc = w.stop()
     assert rc == 0, f"worker did not shut down cleanly on SIGTERM:\n{w.tail_log()}"
-    feats, st, offs = _table_snapshot(state / f"{produced.prefix}{TYPE}.v1", _dim())
+    feats, st, offs = _table_snapshot(state / f"{produced.prefix}{_dirname()}", _dim())
     return {"state_dir": state, "metrics": metrics, "alive": alive, "features": feats,
             "state": st, "offsets": offs, "elapsed_s": elapsed}
 
@@ -197,7 +201,7 @@ def test_sigkill_mid_stream_then_restart_ends_in_the_same_state(uninterrupted, p
         w.wait_applied(produced.total, timeout_s=600)
     finally:
         w.stop()
-    feats, st, offs = _table_snapshot(state / f"{produced.prefix}{TYPE}.v1", _dim())
+    feats, st, offs = _table_snapshot(state / f"{produced.prefix}{_dirname()}", _dim())
     assert offs == uninterrupted["offsets"]
     assert feats.keys() == uninterrupted["features"].keys()
     diff = [k for k in feats if feats[k] != uninterrupted["features"][k]]

@@ -416,9 +416,9 @@ def test_two_types_share_no_app_id_group_path_topic_or_datadir(tmp_path):
     settings = Settings(state_dir=tmp_path, topic_prefix=PREFIX, _env_file=None)
     cooc = find_type(TOPOLOGIES, "wiki-cooc")
     sgns = find_type(TOPOLOGIES, "wiki-sgns")
-    assert worker_group(settings, cooc) == f"{PREFIX}streamer-wiki-cooc-v1"
+    assert worker_group(settings, cooc) == f"{PREFIX}streamer-wiki-cooc-v2"
     assert worker_group(settings, sgns) == f"{PREFIX}streamer-wiki-sgns-v1"
-    assert cooc.output_topic == "embeddings.wiki-cooc.v1"
+    assert cooc.output_topic == "embeddings.wiki-cooc.v2"
     assert sgns.output_topic == "embeddings.wiki-sgns.v1"
     paths = {table_path(s, state_dir=tmp_path, path_prefix=PREFIX) for s in (cooc, sgns)}
     assert len(paths) == 2
@@ -435,7 +435,7 @@ def test_consumer_group_override_substitutes_type_and_version(tmp_path):
     settings = Settings(state_dir=tmp_path, consumer_group="team-{type}-v{version}",
                         _env_file=None)
     groups = {worker_group(settings, find_type(TOPOLOGIES, n)) for n in ("wiki-cooc", "wiki-sgns")}
-    assert groups == {"team-wiki-cooc-v1", "team-wiki-sgns-v1"}
+    assert groups == {"team-wiki-cooc-v2", "team-wiki-sgns-v1"}
     fixed = Settings(state_dir=tmp_path, consumer_group="one-group", _env_file=None)
     assert worker_group(fixed, find_type(TOPOLOGIES, "wiki-sgns")) == "one-group"
 
