@@ -33,7 +33,21 @@ CHECK_FAILED = 3
 
 
 def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=1, sort_keys=False, allow_nan=False,
+    """Print strict JSON: NaN/inf (e.g. MRR of an empty repeat/new split) become null."""
+    from streamer.bench.results import _clean
+
+    def plain(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {str(k): plain(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return [plain(v) for v in x]
+        if hasattr(x, "to_json"):
+            return plain(x.to_json())
+        if hasattr(x, "item") and callable(x.item):  # numpy scalars
+            return x.item()
+        return x
+
+    sys.stdout.write(json.dumps(_clean(plain(obj)), indent=1, allow_nan=False,
                                 default=str) + "\n")
 
 
