@@ -220,7 +220,7 @@ def open_alerts_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _offline(task: str, dataset: str, types: list[str] | None, as_json: bool,
-             seed: int) -> None:
+             seed: int, *, per_event: bool = False) -> None:
     from streamer.cli import _settings
 
     settings = _settings()
@@ -228,7 +228,7 @@ def _offline(task: str, dataset: str, types: list[str] | None, as_json: bool,
     if task == "linkpred":
         from streamer.bench.linkpred import run_linkpred
 
-        res = run_linkpred(dataset, specs, data_dir=settings.data_dir)
+        res = run_linkpred(dataset, specs, data_dir=settings.data_dir, per_event=per_event)
     else:
         from streamer.bench.tasks import run_task
 
@@ -251,13 +251,16 @@ def linkpred_cmd(
     dataset: Annotated[str, _dataset_opt()] = "wikipedia",
     type_names: Annotated[list[str] | None, _TYPE_OPT] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object")] = False,
+    per_event: Annotated[bool, typer.Option(
+        "--per-event", help="Score each event knowing every earlier one (the regime of "
+        "leaderboard models that read same-batch history) instead of batches of 200")] = False,
 ) -> None:
     """Temporal link prediction (TGB protocol) against EdgeBank, popularity and recency.
 
     Chronological 70/15/15 split, score-then-learn in batches of 200 over validation and
     test, one-vs-all ranking with ties averaged; the test split is the headline.
     """
-    _offline("linkpred", dataset, type_names, as_json, 0)
+    _offline("linkpred", dataset, type_names, as_json, 0, per_event=per_event)
 
 
 @bench_app.command("topic")
