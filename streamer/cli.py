@@ -32,6 +32,8 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _settings() -> Any:
+    from pydantic_settings import SettingsError
+
     from streamer.settings import Settings
 
     try:
@@ -40,6 +42,10 @@ def _settings() -> Any:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         _fail(f"bad setting STREAMER_{where.upper().replace('.', '__')}: {first['msg']}")
+    except SettingsError as exc:  # e.g. a list/dict setting that is not JSON
+        cause = f" ({exc.__cause__})" if exc.__cause__ else ""
+        _fail(f"bad setting: {exc}{cause}; list and mapping settings take JSON, e.g. "
+              "STREAMER_BENCH__TASKS='[\"stability\"]'")
 
 
 def _spec(name: str) -> Any:

@@ -74,19 +74,21 @@ def _table(rows: list[dict[str, Any]], title: str) -> None:
     from rich.table import Table
 
     t = Table(title=title)
+    console = Console(width=max(160, Console().width))
     if not rows:
-        Console().print(f"{title}: nothing")
+        console.print(f"{title}: nothing")
         return
     for col in rows[0]:
         t.add_column(str(col))
     for r in rows:
         t.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r.values()))
-    Console().print(t)
+    console.print(t)
 
 
 def _metric_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Turn ``{metric: {name: value}}`` into one row per name."""
     metrics = [k for k, v in result.items() if isinstance(v, dict)
+               and k not in ("n_by_type", "seconds")
                and all(isinstance(x, int | float | None) for x in v.values())]
     names: list[str] = []
     for m in metrics:
@@ -173,7 +175,7 @@ def bench_main(
     if ctx.invoked_subcommand is not None:
         if check:
             msg = "--check takes no subcommand; run `streamer bench --check` on its own"
-            raise typer.BadParameter(msg)
+            raise ConfigError(msg)
         return
     if not check:
         typer.echo(ctx.get_help())
@@ -181,30 +183,37 @@ def bench_main(
     from streamer.cli import _settings
 
     settings = _settings()
+    from streamer.scheduler import read_results
+
     open_alerts = []
-    checked = []
+    checked, empty = [], []
     for spec in _types(type_names):
         store = _store(settings, spec)
-        from streamer.scheduler import read_results
-
         recs = read_results(store.dir / "results.jsonl")
-        checked.append(spec.name)
+        (checked if recs else empty).append(f"{spec.name} ({store.dir})")
         open_alerts.extend(open_alerts_of(recs))
     for a in open_alerts:
         sys.stderr.write(f"ALERT {a.get('type')} v{a.get('version')} {a.get('series')} "
                          f"[{a.get('detector')}]: {a.get('message')}\n")
     if open_alerts:
         raise typer.Exit(CHECK_FAILED)
-    sys.stderr.write(f"no open drift alerts ({', '.join(checked)})\n")
+    if not checked:
+        msg = (f"no benchmark results to check for {', '.join(empty)}; is "
+               "STREAMER_STATE_DIR / STREAMER_TOPIC_PREFIX the worker's, and does it "
+               "snapshot (STREAMER_BENCH__SNAPSHOT_EVERY_EVENTS)?")
+        raise ConfigError(msg)
+    note = f"; no results yet for {', '.join(e.split(' ')[0] for e in empty)}" if empty else ""
+    sys.stderr.write(f"no open drift alerts ({', '.join(c.split(' ')[0] for c in checked)})"
+                     f"{note}\n")
 
 
 def open_alerts_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Return the open alerts of one type's record log, in order.
 
     Open = the drift monitor's active alerts in the latest ``status`` record (written
-    after each snapshot's tasks) plus every alert raised after it (e.g. by per-batch
-    scores since then); without any status record, every alert. An alert stops being
-    active when its metric is back in range or a detector sees it recover.
+    whenever the active set changes and after each snapshot) plus any alert after it (a
+    crash between the two); without any status record, every alert. An alert stops
+    being active when its metric is back in range or back at its level before a change.
     """
     last = max((j for j, r in enumerate(records) if r.get("kind") == "status"), default=-1)
     out = list(records[last].get("active_alerts") or []) if last >= 0 else []
@@ -236,7 +245,8 @@ def _offline(task: str, dataset: str, types: list[str] | None, as_json: bool,
     if as_json:
         _print_json(res)
     else:
-        _table(_metric_rows(res), f"{task} on {dataset}")
+        split = " (test split; --json has validation too)" if task == "linkpred" else ""
+        _table(_metric_rows(res), f"{task} on {dataset}{split}")
 
 
 def _dataset_opt() -> Any:
@@ -313,13 +323,18 @@ def run_cmd(
     settings = _settings()
     spec = _spec(type_name)
     bench = settings.bench_for(dict(spec.benchmarks))
+    from streamer.bench.tasks import task_needs
+
     chosen = [parse_task(t) for t in (tasks or bench.tasks)]
+    for task, dataset in chosen:
+        if task != "stability":
+            task_needs(task, dataset)  # before any file is read
     if not chosen:
         msg = (f"no tasks for {spec.name}: give --task (e.g. --task stability --task "
                "metadata:lastfm-asia) or configure STREAMER_BENCH__TASKS")
         raise ConfigError(msg)
     store = _store(settings, spec)
-    snap = store.get(snapshot)
+    snap = store.get(f"{int(snapshot):06d}" if snapshot.isdigit() else snapshot)
     emb = snap.load()
     prev = None
     results = []
@@ -339,7 +354,7 @@ def run_cmd(
         for r in results:
             _table([{"name": spec.name, **r["metrics"]},
                     *({"name": b, **v} for b, v in r["baselines"].items())],
-                   f"{r['task']} {r['dataset']} on snapshot {snap.id}")
+                   f"{r['task']} {r['dataset'] or ''} on snapshot {snap.id}".replace("  ", " "))
 
 
 @bench_app.command("stability")
@@ -393,5 +408,10 @@ def report_cmd(
                "schedule snapshots with tasks (STREAMER_BENCH__SNAPSHOT_EVERY_EVENTS, "
                "STREAMER_BENCH__TASKS) and let the worker run")
         raise ConfigError(msg)
-    page = write_report(spec.name, results, alerts, out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        page = write_report(spec.name, results, alerts, out_dir)
+    except OSError as exc:
+        msg = f"cannot write the report to {out_dir}: {exc.strerror or exc}"
+        raise ConfigError(msg) from None
     sys.stdout.write(f"{page}\n")

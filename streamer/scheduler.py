@@ -31,6 +31,7 @@ restarted worker keeps its detectors.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -146,13 +147,14 @@ class BenchScheduler:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"bench-{spec.name}")
         self._pending: Future[None] | None = None
         self._due: str | None = None
-        self._events_since = 0
+        self._last_snap_applied = 0
         self._last_snap_evt = math.nan
         self._max_evt = -math.inf
         self._items: list[str] = []
         self._item_set: set[str] = set()
         self._popularity = Popularity()
         self._batches = 0
+        self._pool_loaded = False
         self._period: dict[str, list[float]] = {"mrr": [], "recall_at_10": [], "pop_mrr": [],
                                                 "pop_recall_at_10": []}
         self.counters: dict[str, int] = {"snapshots": 0, "snapshots_deferred": 0, "results": 0,
@@ -160,8 +162,10 @@ class BenchScheduler:
         self.last_error: str | None = None
         prev = store.list()
         self._prev: Snapshot | None = prev[-1] if prev else None
-        if self._prev is not None and self._prev.manifest.get("event_time") is not None:
-            self._last_snap_evt = float(self._prev.manifest["event_time"])
+        if self._prev is not None:
+            if self._prev.manifest.get("event_time") is not None:
+                self._last_snap_evt = float(self._prev.manifest["event_time"])
+            self._last_snap_applied = int(self._prev.manifest.get("events_applied") or 0)
 
     # -- drift ------------------------------------------------------------------------
     def _load_monitor(self, cfg: dict[str, Any]) -> DriftMonitor:
@@ -179,13 +183,25 @@ class BenchScheduler:
         if not math.isfinite(value):
             return []
         with self._lock:
+            before = set(self.monitor.active)
             alerts = self.monitor.update(series, value, event_time=event_time)
+            changed = set(self.monitor.active) != before
         for a in alerts:
             log.warning("drift alert type=%s series=%s detector=%s: %s", a.type, a.series,
                         a.detector, a.message)
             self._record(a.to_json())
             self.counters["alerts"] += 1
+        if changed:  # raised or resolved: `bench --check` reads the latest status
+            self._status(event_time)
         return alerts
+
+    def _status(self, event_time: float) -> None:
+        with self._lock:
+            active = [a.to_json() for a in self.monitor.active.values()]
+        self._record({"kind": "status", "type": self.spec.name, "version": self.spec.version,
+                      "snapshot": None if self._prev is None else self._prev.id,
+                      "event_time": event_time if math.isfinite(event_time) else None,
+                      "active_alerts": active})
 
     def _record(self, rec: dict[str, Any]) -> None:
         """Append to results.jsonl and emit (thread-safe)."""
@@ -207,6 +223,11 @@ class BenchScheduler:
         if len(batch) == 0:
             return
         self._max_evt = max(self._max_evt, float(batch.ts.max()))
+        if not self._pool_loaded:
+            self._pool_loaded = True
+            # a restarted worker: sample negatives from the items its learner already knows
+            self._items = [e for e in learner.entity_ids() if e.startswith("i:")]
+            self._item_set = set(self._items)
         if self.settings.prequential and len(self._items) >= 2:
             self._score(learner, batch)
         self._popularity.learn_many(batch)
@@ -251,13 +272,18 @@ class BenchScheduler:
         self._feed("prequential.mrr", out["mrr"], float(batch.ts.max()))
 
     def after_commit(self, table: FeatureTable, accepted: int, events_applied: int) -> None:
-        """Count the batch; take a snapshot when the schedule says so (call after commit)."""
-        self._events_since += accepted
+        """Count the batch; take a snapshot when the schedule says so (call after commit).
+
+        ``events_applied`` is the engine's accepted-event counter (stored with the table),
+        so "every N events" counts from the last snapshot's counter across restarts.
+        """
+        del accepted  # the schedule follows the stored counter, not this process's batches
         s = self.settings
         trigger = None
-        if s.snapshot_every_events is not None and self._events_since >= s.snapshot_every_events:
+        since = events_applied - self._last_snap_applied
+        if s.snapshot_every_events and since >= s.snapshot_every_events:
             trigger = "events"
-        elif (s.snapshot_every_event_s is not None and math.isfinite(self._max_evt)
+        elif (s.snapshot_every_event_s and math.isfinite(self._max_evt)
               and (math.isnan(self._last_snap_evt)
                    or self._max_evt - self._last_snap_evt >= s.snapshot_every_event_s)):
             if math.isnan(self._last_snap_evt):
@@ -294,7 +320,7 @@ class BenchScheduler:
             return None
         self._due = None
         cap = capture(table, events_applied=events_applied, trigger=trigger)
-        self._events_since = 0
+        self._last_snap_applied = events_applied
         if math.isfinite(self._max_evt):
             self._last_snap_evt = self._max_evt
         period = {k: list(v) for k, v in self._period.items()}
@@ -338,6 +364,8 @@ class BenchScheduler:
                                 prev_emb = self._prev.load()
                             res = _evaluate(task, emb, dataset, prev=prev_emb,
                                             seed=self.settings.seed, data_dir=self.data_dir)
+                            res = dataclasses.replace(
+                                res, details={**res.details, "compared_to": self._prev.id})
                         else:
                             res = _evaluate(task, emb, dataset, prev=None,
                                             seed=self.settings.seed, data_dir=self.data_dir)
@@ -354,16 +382,8 @@ class BenchScheduler:
                     self._result(snap, res, feed=True)
                 del emb
             self._prev = snap
-            with self._lock:
-                state = self.monitor.state()
-                active = [a.to_json() for a in self.monitor.active.values()]
-            self._record({"kind": "status", "type": self.spec.name,
-                          "version": self.spec.version, "snapshot": snap.id,
-                          "event_time": snap.manifest.get("event_time"),
-                          "active_alerts": active})
-            tmp = self._drift_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state), encoding="utf-8")
-            tmp.replace(self._drift_path)
+            self._status(snap.event_time)
+            self._save_monitor()
         except Exception as exc:  # noqa: BLE001 - log and count; the worker keeps consuming
             self.last_error = f"snapshot: {type(exc).__name__}: {exc}"
             log.exception("snapshot job of %s failed", self.spec.name)
@@ -395,9 +415,21 @@ class BenchScheduler:
                 "tasks": [f"{t}:{d}" if d else t for t, d in self.tasks],
                 "dir": str(self.store.dir)}
 
+    def _save_monitor(self) -> None:
+        with self._lock:
+            state = self.monitor.state()
+        self.store.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self._drift_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state), encoding="utf-8")
+        tmp.replace(self._drift_path)
+
     def close(self) -> None:
-        """Finish the running job and stop the background thread."""
+        """Finish the running job, stop the background thread and save the detectors."""
         self._pool.shutdown(wait=True)
+        try:
+            self._save_monitor()
+        except OSError as exc:
+            log.warning("could not save drift state %s: %s", self._drift_path, exc)
 
 
 def _evaluate(task: str, emb: Embeddings, dataset: str, *, prev: Embeddings | None,

@@ -67,10 +67,10 @@ class BenchSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     snapshot_every_events: int | None = Field(
-        None, ge=1, description="snapshot after this many accepted events (None: off)")
+        None, ge=0, description="snapshot after this many accepted events (None or 0: off)")
     snapshot_every_event_s: float | None = Field(
-        None, gt=0, description="snapshot when event time advanced this many seconds since "
-        "the last snapshot (None: off)")
+        None, ge=0, description="snapshot when event time advanced this many seconds since "
+        "the last snapshot (None or 0: off)")
     snapshot_retain: int = Field(10, ge=1, description="snapshots kept per type (older pruned)")
     snapshot_dir: Path | None = Field(None, description="snapshot root (default "
                                       "<state_dir>/snapshots)")
@@ -90,8 +90,7 @@ class BenchSettings(BaseModel):
     @property
     def enabled(self) -> bool:
         """True when snapshots are scheduled or per-batch scores are kept."""
-        return (self.snapshot_every_events is not None
-                or self.snapshot_every_event_s is not None)
+        return bool(self.snapshot_every_events) or bool(self.snapshot_every_event_s)
 
 
 class Settings(BaseSettings):

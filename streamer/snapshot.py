@@ -271,7 +271,10 @@ class SnapshotStore:
         return self._read(self.dir / sid)
 
     def prune(self, retain: int) -> list[str]:
-        """Delete all but the newest ``retain`` snapshots (and stale temp folders).
+        """Delete all but the newest ``retain`` snapshots (and temp folders of dead writers).
+
+        A temp folder ``.tmp-<id>-<pid>`` is left alone while process ``pid`` runs (another
+        worker or ``streamer snapshot`` on this machine may be writing it).
 
         Returns
         -------
@@ -288,13 +291,30 @@ class SnapshotStore:
             raise ConfigError(msg)
         if self.dir.is_dir():
             for p in self.dir.iterdir():
-                if p.name.startswith(".tmp-") and not p.name.endswith(f"-{os.getpid()}"):
+                if p.name.startswith(".tmp-") and not _writer_alive(p.name):
                     shutil.rmtree(p, ignore_errors=True)
         snaps = self.list()
         gone = snaps[:-retain] if len(snaps) > retain else []
         for s in gone:
             shutil.rmtree(s.path, ignore_errors=True)
         return [s.id for s in gone]
+
+
+def _writer_alive(name: str) -> bool:
+    """Return True if the process that named temp folder ``.tmp-<id>-<pid>`` still runs."""
+    try:
+        pid = int(name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_dir(path: Path) -> None:

@@ -39,6 +39,10 @@ Detectors
   alert while the value stays out of range; the alert is active until a value is back
   in range, which also re-arms it.
 
+A change alert also resolves when the metric is back: once the mean of the last
+``recover_after`` values (20) since the alert is on the good side of the mean before the
+change (ADWIN's older window mean; Page-Hinkley's mean since its previous reset).
+
 After a detection, river resets a detector (its next ``update`` starts from scratch);
 the monitor replaces it by a fresh one at once, so the next value starts a new window.
 
@@ -233,6 +237,10 @@ class SeriesRule(BaseModel):
         bound). ``min < max`` when both are set.
     warmup
         Values of the series ignored before anything may fire, >= 0.
+    recover_after
+        A change alert (``adwin``/``page_hinkley``) resolves once the mean of the last
+        ``recover_after`` values since the alert is back on the good side of the mean
+        before the change (>= 1; default 20).
     adwin, page_hinkley
         Detector parameters.
     """
@@ -244,6 +252,7 @@ class SeriesRule(BaseModel):
     min: float | None = None
     max: float | None = None
     warmup: int = Field(0, ge=0)
+    recover_after: int = Field(20, ge=1)
     adwin: AdwinParams = AdwinParams()
     page_hinkley: PageHinkleyParams = PageHinkleyParams()
 
@@ -373,6 +382,8 @@ class _Series:
     above_max: bool = False
     detectors: dict[str, Any] = field(default_factory=dict)
     history: dict[str, list[float]] = field(default_factory=dict)
+    # detector -> mean before its active change alert (the level that means "recovered")
+    recover_to: dict[str, float] = field(default_factory=dict)
 
 
 def _alert_from_json(d: Mapping[str, Any]) -> Alert:
@@ -550,12 +561,36 @@ class DriftMonitor:
                         f"{series} {verb}: page_hinkley detected a change of the mean "
                         f"(mean since reset {ref:.4g}, value {x:.4g})"))
                     s.detectors[name], s.history[name] = _make(name, s.rule, s.direction), []
+                    if math.isfinite(ref):
+                        s.recover_to[name] = ref
                     continue
             hist.append(x)
             if len(hist) > self.config.max_history:
                 keep = hist[len(hist) - self.config.max_history // 2:]
                 s.detectors[name], s.history[name] = _replay(name, s.rule, s.direction, keep)
+        self._recovered(series, s)
         return out
+
+    def _recovered(self, series: str, s: _Series) -> None:
+        """Resolve change alerts whose metric is back at its level before the change.
+
+        Recovery = the mean of the last ``recover_after`` values fed to that detector since
+        its alert is >= (direction ``down``) or <= (``up``) the mean before the change.
+        """
+        n = s.rule.recover_after
+        for name, ref in list(s.recover_to.items()):
+            if (series, name) not in self._active:
+                del s.recover_to[name]
+                continue
+            hist = s.history.get(name) or []
+            if len(hist) < n:
+                continue
+            recent = sum(hist[-n:]) / n
+            ok = {"down": recent >= ref, "up": recent <= ref,
+                  "both": abs(recent - ref) <= 0.05 * max(abs(ref), 1e-12)}[s.direction]
+            if ok:
+                del self._active[(series, name)]
+                del s.recover_to[name]
 
     def _thresholds(self, series: str, s: _Series, x: float, at: int, event_time: float,
                     out: list[Alert]) -> None:
@@ -585,6 +620,7 @@ class DriftMonitor:
         bad = {"down": change < 0, "up": change > 0, "both": change != 0}[s.direction]
         s.detectors["adwin"], s.history["adwin"] = _make("adwin", s.rule, s.direction), []
         if bad:
+            s.recover_to["adwin"] = older
             verb = "fell" if change < 0 else "rose"
             out.append(self._emit(
                 series, "adwin", x, at, event_time,
@@ -644,7 +680,8 @@ class DriftMonitor:
         series = {}
         for name, s in sorted(self._series.items()):
             series[name] = {"n": s.n, "below_min": s.below_min, "above_max": s.above_max,
-                            "history": {d: list(v) for d, v in s.history.items()}}
+                            "history": {d: list(v) for d, v in s.history.items()},
+                            "recover_to": dict(s.recover_to)}
         return {
             "format": STATE_FORMAT, "type": self.type, "version": self.version,
             "config": self.config.model_dump(mode="json"),
@@ -698,6 +735,8 @@ class DriftMonitor:
                 for d in rule.detectors:
                     s.detectors[d], s.history[d] = _replay(
                         d, rule, s.direction, [float(v) for v in rec["history"].get(d, [])])
+                s.recover_to = {str(d): float(v)
+                                for d, v in (rec.get("recover_to") or {}).items()}
                 mon._series[name] = s
             mon._alerts = [_alert_from_json(a) for a in state["alerts"]]
             active = (_alert_from_json(a) for a in state["active"])

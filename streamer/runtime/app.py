@@ -224,11 +224,14 @@ def check_bench(settings: Settings, spec: TopologySpec) -> BenchSettings:
         One line naming what is wrong.
     """
     from streamer.bench.drift import DriftConfig
+    from streamer.bench.tasks import task_needs
     from streamer.scheduler import parse_task
 
     bench = settings.bench_for(dict(spec.benchmarks))
     for t in bench.tasks:
-        parse_task(t)
+        task, dataset = parse_task(t)
+        if task != "stability":
+            task_needs(task, dataset)  # e.g. metadata:wikipedia -> one line, before start
     DriftConfig.parse(bench.drift)  # ConfigError: one line
     return bench
 

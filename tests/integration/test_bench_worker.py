@@ -139,8 +139,9 @@ def test_bench_check_and_report(run, tmp_path):
     check = _cli("bench", "--check", "--type", TYPE, env=run["env"])
     assert check.returncode == 3, check.stderr
     assert "metadata/lastfm-asia.accuracy" in check.stderr
-    clean = _cli("bench", "--check", "--type", "wiki-cooc", env=run["env"])
-    assert clean.returncode == 0, clean.stderr
+    nothing = _cli("bench", "--check", "--type", "wiki-cooc", env=run["env"])
+    assert nothing.returncode == 2, nothing.stderr  # a gate with nothing to read fails
+    assert "no benchmark results" in nothing.stderr
     report = _cli("bench", "report", TYPE, "--out", str(tmp_path / "rep"), env=run["env"])
     assert report.returncode == 0, report.stderr
     html = (tmp_path / "rep" / "index.html").read_text()

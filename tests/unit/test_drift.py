@@ -354,3 +354,21 @@ def test_prequential_series_grows_candidates_and_checks_given_ones():
         list(prequential_series(Oracle(constant=True), [b], ["x"]))
     with pytest.raises(BadRequest, match="n_negatives"):
         list(prequential_series(Oracle(), [b], n_negatives=0))
+
+
+@pytest.mark.parametrize("detector", ["page_hinkley", "adwin"])
+def test_change_alert_resolves_when_the_metric_is_back_at_its_level(detector):
+    mon = DriftMonitor("t", 1, {"rules": [{"match": "*", "detectors": [detector],
+                                           "recover_after": 20}]})
+    dip = _noisy([(0.6, 150), (0.2, 60)], seed=3)
+    alerts = _feed(mon, "prequential.mrr", dip)
+    assert alerts and all(a.detector == detector for a in alerts)
+    assert ("prequential.mrr", detector) in mon.active
+    # still low: stays open however long it lasts
+    _feed(mon, "prequential.mrr", _noisy([(0.2, 100)], seed=4))
+    assert ("prequential.mrr", detector) in mon.active
+    # back at the old level for recover_after values: resolved, and it survives a reload
+    _feed(mon, "prequential.mrr", _noisy([(0.62, 40)], seed=5))
+    assert ("prequential.mrr", detector) not in mon.active
+    again = DriftMonitor.from_state(json.loads(json.dumps(mon.state())))
+    assert again.active == {}

@@ -178,4 +178,5 @@ def test_type_defaults_and_env_overrides(monkeypatch):
                      "tasks": ["stability"]})
     assert (b.snapshot_every_events, b.snapshot_retain, b.tasks) == (100, 4, ("stability",))
     with pytest.raises(ConfigError, match="snapshot_every_events"):
-        s.bench_for({"snapshot_every_events": 0})
+        s.bench_for({"snapshot_every_events": -1})
+    assert not s.bench_for({"snapshot_every_events": 0}).enabled  # 0 switches it off

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 
 import numpy as np
@@ -81,12 +82,15 @@ def test_half_written_snapshots_are_invisible_and_cleaned(table, tmp_path):
     table.commit({"u:a": _rec(1.0)}, {}, {("e", 0): 0})
     store = SnapshotStore(tmp_path / "snaps", SPEC)
     store.write(capture(table))
-    torn = store.dir / ".tmp-000002-999999"
+    torn = store.dir / ".tmp-000002-999999999"  # a writer that died (no such pid)
     torn.mkdir()
     (torn / "vectors.npy").write_bytes(b"partial")
+    busy = store.dir / f".tmp-000003-{os.getppid()}"  # another live process is writing
+    busy.mkdir()
     assert [s.id for s in store.list()] == ["000001"]
     store.prune(5)
     assert not torn.exists()
+    assert busy.exists()  # never pulled from under a live writer (worker beside the CLI)
 
 
 def test_a_concurrent_writer_taking_the_same_id_moves_on(table, tmp_path, monkeypatch):
