@@ -715,7 +715,10 @@ def stability(prev: Embeddings, cur: Embeddings, *, k: int = 10, sample: int = 1
           (sorted) are L2-normalised (``P``, ``C``); ``R`` is the orthogonal matrix
           minimising ``||P R - C||_F`` (``scipy.linalg.orthogonal_procrustes``;
           Schönemann 1966); the metric is the mean over common ids of the Euclidean
-          distance ``||P_i R - C_i||_2``, in [0, 2] (0: same up to rotation).
+          distance ``||P_i R - C_i||_2``, in [0, 2] (0: same up to rotation). ``R``
+          minimises the *squared* distances, so this mean of distances can exceed the
+          unrotated one by a little when a few rows moved far (the root-mean-square never
+          does).
         * ``n_common``: ids present in both.
 
         ``details["raw_distance"]`` is the same mean without the rotation. With fewer
