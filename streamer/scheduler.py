@@ -410,7 +410,10 @@ class BenchScheduler:
         with self._lock:
             active = [a.to_json() for a in self.monitor.active.values()]
         snaps = self.store.list()
+        busy = self._due is not None or (self._pending is not None
+                                         and not self._pending.done())
         return {**self.counters, "latest_snapshot": snaps[-1].id if snaps else None,
+                "busy": busy,
                 "active_alerts": active, "last_error": self.last_error,
                 "tasks": [f"{t}:{d}" if d else t for t, d in self.tasks],
                 "dir": str(self.store.dir)}

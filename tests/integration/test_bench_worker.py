@@ -13,6 +13,7 @@ folders and retention, an on-demand ``streamer snapshot`` while the worker runs,
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -78,7 +79,7 @@ def run(kafka_bootstrap: str, tmp_path_factory) -> dict:
         while time.monotonic() < deadline:  # the last snapshot's tasks run in background
             metrics = w.metrics() or metrics
             b = metrics.get("bench", {})
-            if b.get("snapshots", 0) >= total // EVERY and b.get("results", 0) >= 3 * 4:
+            if b.get("snapshots", 0) >= 2 and not b.get("busy", True):
                 break
             time.sleep(0.5)
         rc = w.stop()
@@ -96,18 +97,23 @@ def test_worker_publishes_snapshots_results_and_the_alert(run):
     recs = [r for k, r in run["records"] if k == TYPE]
     assert len(recs) == len(run["records"])  # keyed by type
     snaps = [r for r in recs if r["kind"] == "snapshot"]
-    assert len(snaps) == run["total"] // EVERY == 3
+    # one per EVERY events; a snapshot due while the previous one's tasks still run is
+    # deferred, and several due at once (a worker catching up) become one
+    assert 2 <= len(snaps) <= run["total"] // EVERY
     assert all(s["trigger"] == "events" for s in snaps)
+    applied = [s["events_applied"] for s in snaps]
+    assert applied[0] >= EVERY and all(b - a >= EVERY for a, b in itertools.pairwise(applied))
     for s in snaps:
         assert s["type"] == TYPE and s["n_users"] > 0 and s["dim"] == 64
-        assert sum(o + 1 for o in s["offsets"].values()) <= run["total"]
-    assert [s["events_applied"] >= (j + 1) * EVERY for j, s in enumerate(snaps)] == [True] * 3
+        # the vectors are the state after exactly the offsets in the manifest
+        assert sum(o + 1 for o in s["offsets"].values()) == s["events_applied"]
     results = [r for r in recs if r["kind"] == "result"]
     by_task: dict[str, list[dict]] = {}
     for r in results:
         by_task.setdefault(r["task"], []).append(r)
     assert sorted(by_task) == ["follow-jaccard", "metadata", "prequential", "stability"]
-    assert len(by_task["metadata"]) == 3 and len(by_task["stability"]) == 2
+    assert len(by_task["metadata"]) == len(snaps) == len(by_task["follow-jaccard"])
+    assert len(by_task["stability"]) == len(snaps) - 1  # none for the first
     last = by_task["metadata"][-1]
     assert last["dataset"] == "lastfm-asia"
     assert last["metrics"]["accuracy"] > last["baselines"]["majority"]["accuracy"] + 0.1
@@ -119,7 +125,7 @@ def test_worker_publishes_snapshots_results_and_the_alert(run):
                for a in alerts), alerts
     assert not [r for r in recs if r["kind"] == "error"]
     b = run["metrics"]["bench"]
-    assert b["task_errors"] == 0 and b["snapshots"] >= 3 and b["scored_batches"] > 0
+    assert b["task_errors"] == 0 and b["snapshots"] == len(snaps) and b["scored_batches"] > 0
 
 
 def test_snapshot_folders_retention_and_on_demand_snapshot(run):
@@ -128,8 +134,9 @@ def test_snapshot_folders_retention_and_on_demand_snapshot(run):
     assert manual["trigger"] == "cli" and manual["n_entities"] > 0
     folder = run["state"] / "snapshots" / f"{run['prefix']}{TYPE}.v1"
     kept = sorted(p.name for p in folder.iterdir() if p.name.isdigit())
-    assert len(kept) == 2  # retention 2, after 3 scheduled + 1 manual snapshots
-    assert kept[-1] == "000004"
+    scheduled = sum(1 for _k, r in run["records"] if r["kind"] == "snapshot")
+    assert len(kept) == 2  # retention 2, after the scheduled + 1 manual snapshots
+    assert kept[-1] == f"{scheduled + 1:06d}"
     listed = _cli("snapshot", TYPE, "--list", "--json", env=run["env"])
     assert listed.returncode == 0, listed.stderr
     assert [s["id"] for s in json.loads(listed.stdout)] == kept
@@ -151,6 +158,7 @@ def test_bench_check_and_report(run, tmp_path):
 
 
 def test_api_serves_benchmarks_and_alerts(run, kafka_bootstrap, tmp_path):
+    scheduled = sum(1 for _k, r in run["records"] if r["kind"] == "snapshot")
     with ServeProcess(TYPE, bootstrap=kafka_bootstrap, prefix=run["prefix"],
                       log_path=tmp_path / "serve.log") as srv:
         deadline = time.monotonic() + 60
@@ -160,12 +168,12 @@ def test_api_serves_benchmarks_and_alerts(run, kafka_bootstrap, tmp_path):
                 with urllib.request.urlopen(  # noqa: S310 - loopback URL we built
                         f"{srv.url}/v1/types/{TYPE}/benchmarks", timeout=2) as r:
                     body = json.loads(r.read())
-                if len(body.get("snapshots", [])) >= 3 and body.get("alerts"):
+                if len(body.get("snapshots", [])) >= scheduled and body.get("alerts"):
                     break
             except OSError:
                 pass
             time.sleep(0.5)
-        assert len(body["snapshots"]) == 3, body.keys()
+        assert len(body["snapshots"]) == scheduled, body.keys()
         assert {"metadata:lastfm-asia", "stability", "prequential",
                 "follow-jaccard:lastfm-asia"} <= set(body["latest"])
         with urllib.request.urlopen(f"{srv.url}/v1/alerts", timeout=5) as r:  # noqa: S310
