@@ -291,8 +291,10 @@ def types_cmd(
 
 def _register() -> None:
     from streamer.cli_bench import bench_app, snapshot_cmd
+    from streamer.export import export_cmd
 
     app.command("snapshot")(snapshot_cmd)
+    app.command("export")(export_cmd)
     app.add_typer(bench_app, name="bench")
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -126,33 +125,11 @@ def snapshot_cmd(
         else:
             _table(rows, f"snapshots of {spec.name} v{spec.version}")
         return
-    from streamer.engine import COUNTERS_KEY
-    from streamer.snapshot import capture
-    from streamer.store.base import claim_manifest
-    from streamer.store.rocks import RocksFeatureTable
-    from streamer.transfer import table_path, type_dim
+    from streamer.export import take_snapshot
 
-    path = table_path(spec, state_dir=settings.state_dir, path_prefix=settings.topic_prefix)
-    if not (path / "CURRENT").is_file():
-        msg = (f"no feature table for {spec.name} at {path}; run `streamer worker --type "
-               f"{spec.name}` first with the same STREAMER_STATE_DIR and STREAMER_TOPIC_PREFIX")
-        raise ConfigError(msg)
-    bench = settings.bench_for(dict(spec.benchmarks))
-    with tempfile.TemporaryDirectory(prefix="streamer-snapshot-") as tmp:
-        table = RocksFeatureTable(path, dim=type_dim(spec), secondary_path=Path(tmp))
-        try:
-            claim_manifest(table, {"fingerprint": spec.fingerprint(), **spec.manifest()})
-            counters = table.get_state(COUNTERS_KEY)
-            applied = 0
-            if counters:
-                try:
-                    applied = int(json.loads(counters).get("accepted", 0))
-                except (ValueError, AttributeError):
-                    applied = 0
-            snap = store.write(capture(table, events_applied=applied, trigger="cli"))
-        finally:
-            table.close()
-    pruned = store.prune(bench.snapshot_retain)
+    before = {x.id for x in store.list()}
+    snap = take_snapshot(settings, spec, trigger="cli")  # a secondary reader, then prune
+    pruned = sorted(before - {x.id for x in store.list()})
     if as_json:
         _print_json({**snap.manifest, "path": str(snap.path), "pruned": pruned})
     else:
