@@ -20,6 +20,8 @@ Layout (all indices are int64):
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 from numba import njit
@@ -305,19 +307,22 @@ def publish_kernel(ents, ent_head, row_next, rows, row_ts, hl,
 
 
 @njit(cache=True)
-def affinity_kernel(user_ents, ent_head, row_next, row_pair_head, pair_next, pair_item_e,
-                    pair_val, pair_ts, col_of_ent, ahl, out):  # pragma: no cover - compiled
-    """Fill ``out[a, col]`` with user ``a``'s decayed affinity to each candidate column.
+def log_affinity_kernel(user_ents, ent_head, row_next, row_pair_head, pair_next, pair_item_e,
+                        pair_val, pair_ts, col_of_ent, ahl, out):  # pragma: no cover
+    """Fill ``out[a, col]`` with ``log`` of user ``a``'s decayed affinity to each column.
 
     Affinities are decayed to the user's latest pair time (the ranking of one user's
-    items does not depend on the reference time), merged over the user's partition rows
-    in partition order.
+    items does not depend on the reference time) and merged over the user's partition
+    rows, in the log domain, so a pair many half-lives old keeps a finite log-affinity
+    (it would underflow to 0 in linear scale and stop counting as engaged). ``out`` must
+    be filled with ``-inf`` (no pair).
     """
+    ln2 = math.log(2.0)
     for a in range(user_ents.shape[0]):
         ue = user_ents[a]
         if ue < 0:
             continue
-        ref = NO_TS
+        ref = -np.inf
         r = ent_head[ue]
         while r >= 0:
             q = row_pair_head[r]
@@ -331,8 +336,18 @@ def affinity_kernel(user_ents, ent_head, row_next, row_pair_head, pair_next, pai
             q = row_pair_head[r]
             while q >= 0:
                 col = col_of_ent[pair_item_e[q]]
-                if col >= 0:
-                    out[a, col] += pair_val[q] * _decay(ref - pair_ts[q], ahl)
+                if col >= 0 and pair_val[q] > 0.0:
+                    age = ref - pair_ts[q]
+                    lv = math.log(pair_val[q])
+                    if age > 0.0:
+                        lv -= age / ahl * ln2
+                    cur = out[a, col]
+                    if cur == -np.inf:
+                        out[a, col] = lv
+                    elif lv > cur:
+                        out[a, col] = lv + math.log1p(math.exp(cur - lv))
+                    else:
+                        out[a, col] = cur + math.log1p(math.exp(lv - cur))
                 q = pair_next[q]
             r = row_next[r]
 

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
 
 from streamer.errors import BadRequest, ConfigError
 from streamer.learn import _cooc_kernel as K
@@ -76,51 +75,6 @@ def random_index_vectors(ids: Sequence[EntityId], dim: int, seed: int) -> Matrix
         ``(seed, id, dim)`` gives the same row on every machine and in every process.
     """
     return K.rademacher_rows(_id_states(ids, _hash_key(seed)), dim)
-
-
-@njit(cache=True)
-def _log_affinity_kernel(user_ents, ent_head, row_next, row_pair_head, pair_next, pair_item_e,
-                         pair_val, pair_ts, col_of_ent, ahl, out):  # pragma: no cover
-    """Fill ``out[a, col]`` with ``log`` of user ``a``'s decayed affinity to each column.
-
-    Like ``_cooc_kernel.affinity_kernel`` (affinities decayed to the user's latest pair
-    time, merged over the user's partition rows) but in the log domain, so a pair many
-    half-lives old keeps a finite log-affinity (it would underflow to 0 in linear scale
-    and stop counting as engaged). ``out`` must be filled with ``-inf`` (no pair).
-    """
-    ln2 = math.log(2.0)
-    for a in range(user_ents.shape[0]):
-        ue = user_ents[a]
-        if ue < 0:
-            continue
-        ref = -np.inf
-        r = ent_head[ue]
-        while r >= 0:
-            q = row_pair_head[r]
-            while q >= 0:
-                if pair_ts[q] > ref:
-                    ref = pair_ts[q]
-                q = pair_next[q]
-            r = row_next[r]
-        r = ent_head[ue]
-        while r >= 0:
-            q = row_pair_head[r]
-            while q >= 0:
-                col = col_of_ent[pair_item_e[q]]
-                if col >= 0 and pair_val[q] > 0.0:
-                    age = ref - pair_ts[q]
-                    lv = math.log(pair_val[q])
-                    if age > 0.0:
-                        lv -= age / ahl * ln2
-                    cur = out[a, col]
-                    if cur == -np.inf:
-                        out[a, col] = lv
-                    elif lv > cur:
-                        out[a, col] = lv + math.log1p(math.exp(cur - lv))
-                    else:
-                        out[a, col] = cur + math.log1p(math.exp(lv - cur))
-                q = pair_next[q]
-            r = row_next[r]
 
 
 def _check_positive(name: str, value: object, *, allow_inf: bool, integer: bool = False) -> None:
@@ -586,7 +540,7 @@ class DecayedCooccurrence(S.StateMixin, OnlineLearner):
             uniq, inv = np.unique(i_idx[known], return_inverse=True)
             col_of_ent[uniq] = np.arange(len(uniq))
             log_aff = np.full((len(users), len(uniq) + 1), -np.inf)
-            _log_affinity_kernel(self._indices(users), a.ent_head, a.row_next,
+            K.log_affinity_kernel(self._indices(users), a.ent_head, a.row_next,
                                  a.row_pair_head, a.pair_next, a.pair_item_e, a.pair_val,
                                  a.pair_ts, col_of_ent, self._ahl(), log_aff)
             seen = log_aff > -np.inf
