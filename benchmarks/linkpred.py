@@ -30,6 +30,7 @@ import sys
 import time
 
 from streamer.bench.linkpred import LINKPRED_DATASETS, run_linkpred
+from streamer.bench.results import json_safe
 from topologies import TOPOLOGIES
 
 
@@ -84,19 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         report = {"datasets": results, "total_s": round(time.perf_counter() - t0, 2),
                   "peak_rss_mb": rss}
     if args.json:
-        print(json.dumps(_clean(report)))
+        print(json.dumps(json_safe(report)))
     return 0
-
-
-def _clean(x):
-    """NaN/inf -> None so the output is standard JSON."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    return x
 
 
 if __name__ == "__main__":

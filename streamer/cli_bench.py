@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from streamer.errors import ConfigError
+from streamer.snapshot import store_for
 
 bench_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                         invoke_without_command=True,
@@ -33,7 +34,7 @@ CHECK_FAILED = 3
 
 def _print_json(obj: Any) -> None:
     """Print strict JSON: NaN/inf (e.g. MRR of an empty repeat/new split) become null."""
-    from streamer.bench.results import _clean
+    from streamer.bench.results import json_safe
 
     def plain(x: Any) -> Any:
         if isinstance(x, dict):
@@ -46,7 +47,7 @@ def _print_json(obj: Any) -> None:
             return x.item()
         return x
 
-    sys.stdout.write(json.dumps(_clean(plain(obj)), indent=1, allow_nan=False,
+    sys.stdout.write(json.dumps(json_safe(plain(obj)), indent=1, allow_nan=False,
                                 default=str) + "\n")
 
 
@@ -57,15 +58,6 @@ def _types(names: list[str] | None) -> list[Any]:
     if not names:
         return list(TOPOLOGIES)
     return [find_type(TOPOLOGIES, n) for n in names]
-
-
-def _store(settings: Any, spec: Any) -> Any:
-    from streamer.snapshot import SnapshotStore
-    from streamer.types import SystemClock
-
-    bench = settings.bench_for(dict(spec.benchmarks))
-    root = bench.snapshot_dir or settings.state_dir / "snapshots"
-    return SnapshotStore(root, spec, path_prefix=settings.topic_prefix, clock=SystemClock())
 
 
 def _table(rows: list[dict[str, Any]], title: str) -> None:
@@ -113,7 +105,7 @@ def snapshot_cmd(
 
     settings = _settings()
     spec = _spec(type_name)
-    store = _store(settings, spec)
+    store = store_for(settings, spec)
     if list_:
         rows = [{"id": s.id, "event_time": s.manifest.get("event_time"),
                  "entities": s.manifest.get("n_entities"),
@@ -165,7 +157,7 @@ def bench_main(
     open_alerts = []
     checked, empty = [], []
     for spec in _types(type_names):
-        store = _store(settings, spec)
+        store = store_for(settings, spec)
         recs = read_results(store.dir / "results.jsonl")
         (checked if recs else empty).append(f"{spec.name} ({store.dir})")
         open_alerts.extend(open_alerts_of(recs))
@@ -310,7 +302,7 @@ def run_cmd(
         msg = (f"no tasks for {spec.name}: give --task (e.g. --task stability --task "
                "metadata:lastfm-asia) or configure STREAMER_BENCH__TASKS")
         raise ConfigError(msg)
-    store = _store(settings, spec)
+    store = store_for(settings, spec)
     snap = store.get(f"{int(snapshot):06d}" if snapshot.isdigit() else snapshot)
     emb = snap.load()
     prev = None
@@ -346,7 +338,7 @@ def stability_cmd(
     settings = _settings()
     spec = _spec(type_name)
     bench = settings.bench_for(dict(spec.benchmarks))
-    snaps = _store(settings, spec).list()
+    snaps = store_for(settings, spec).list()
     if len(snaps) < 2:
         msg = (f"stability needs two snapshots of {spec.name}, found {len(snaps)}; take "
                f"them with `streamer snapshot {spec.name}`")
@@ -376,7 +368,7 @@ def report_cmd(
 
     settings = _settings()
     spec = _spec(type_name)
-    store = _store(settings, spec)
+    store = store_for(settings, spec)
     recs = read_results(store.dir / "results.jsonl")
     results = [r for r in recs if r.get("kind") == "result"]
     alerts = [r for r in recs if r.get("kind") == "alert"]

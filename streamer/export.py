@@ -46,6 +46,7 @@ import numpy.typing as npt
 import typer
 
 from streamer.errors import BadRequest, ConfigError, StateError
+from streamer.snapshot import store_for
 
 if TYPE_CHECKING:
     from streamer.snapshot import Snapshot
@@ -371,7 +372,6 @@ def take_snapshot(settings: Any, spec: TopologySpec, *, trigger: str = "export")
     StateError
         If the table belongs to other params, or the snapshot cannot be written.
     """
-    from streamer.cli_bench import _store
     from streamer.engine import COUNTERS_KEY
     from streamer.snapshot import capture
     from streamer.store.base import claim_manifest
@@ -384,7 +384,7 @@ def take_snapshot(settings: Any, spec: TopologySpec, *, trigger: str = "export")
                f"{spec.name}` first with the same STREAMER_STATE_DIR and STREAMER_TOPIC_PREFIX, "
                "or export a stored snapshot with --snapshot")
         raise ConfigError(msg)
-    store = _store(settings, spec)
+    store = store_for(settings, spec)
     with tempfile.TemporaryDirectory(prefix="streamer-export-") as tmp:
         table = RocksFeatureTable(path, dim=type_dim(spec), secondary_path=Path(tmp))
         try:
@@ -430,10 +430,9 @@ def export_cmd(
     if snapshot is None:
         snap = take_snapshot(settings, spec)
     else:
-        from streamer.cli_bench import _store
-
+    
         sid = f"{int(snapshot):06d}" if snapshot.isascii() and snapshot.isdigit() else snapshot
-        snap = _store(settings, spec).get(sid)
+        snap = store_for(settings, spec).get(sid)
     path = export_snapshot(snap, out, fmt, force=force)  # type: ignore[arg-type]
     m = snap.manifest
     if as_json:

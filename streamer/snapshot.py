@@ -39,7 +39,7 @@ from streamer.store.base import FeatureRecord, FeatureTable
 from streamer.topology import TopologySpec
 from streamer.types import Clock, EntityId
 
-__all__ = ["Capture", "Snapshot", "SnapshotStore", "capture"]
+__all__ = ["Capture", "Snapshot", "SnapshotStore", "capture", "store_for"]
 
 FORMAT = 1
 _ID_RE = re.compile(r"^\d{6,}$")
@@ -298,6 +298,20 @@ class SnapshotStore:
         for s in gone:
             shutil.rmtree(s.path, ignore_errors=True)
         return [s.id for s in gone]
+
+
+def store_for(settings: Any, spec: TopologySpec, bench: Any = None) -> SnapshotStore:
+    """Return the snapshot store of ``spec`` under ``settings`` (worker and CLI alike).
+
+    The root is the type's effective ``snapshot_dir`` (``bench``, default
+    ``settings.bench_for(spec.benchmarks)``) or ``<state_dir>/snapshots``; the topic
+    prefix keeps tenants apart; ``created_at`` comes from the system clock.
+    """
+    from streamer.types import SystemClock
+
+    bench = bench if bench is not None else settings.bench_for(dict(spec.benchmarks))
+    root = bench.snapshot_dir or settings.state_dir / "snapshots"
+    return SnapshotStore(root, spec, path_prefix=settings.topic_prefix, clock=SystemClock())
 
 
 def _writer_alive(name: str) -> bool:

@@ -11,20 +11,20 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["BENCHMARKS_TOPIC", "Alert", "TaskResult"]
+__all__ = ["BENCHMARKS_TOPIC", "Alert", "TaskResult", "json_safe"]
 
 BENCHMARKS_TOPIC = "benchmarks"
 """Topic of benchmark records (snapshots, results, alerts; key = type name), one partition."""
 
 
-def _clean(x: Any) -> Any:
-    """Replace NaN/inf floats by None so the JSON is standard."""
+def json_safe(x: Any) -> Any:
+    """Return ``x`` with NaN/inf floats (in nested dicts/lists) replaced by None: standard JSON."""
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
+        return {k: json_safe(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
+        return [json_safe(v) for v in x]
     return x
 
 
@@ -60,7 +60,7 @@ class TaskResult:
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict (non-finite floats become ``None``)."""
-        return _clean(asdict(self))
+        return json_safe(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -96,4 +96,4 @@ class Alert:
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict with ``"kind": "alert"``."""
-        return _clean({"kind": "alert", **asdict(self)})
+        return json_safe({"kind": "alert", **asdict(self)})

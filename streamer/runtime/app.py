@@ -37,7 +37,7 @@ from streamer.events.decode import Decoder
 from streamer.runtime.kafka_sinks import EmbeddingPublisher, KafkaDeadLetters, SinkProducer
 from streamer.scheduler import BenchScheduler
 from streamer.settings import BenchSettings, Settings
-from streamer.snapshot import SnapshotStore
+from streamer.snapshot import store_for
 from streamer.store.base import FeatureRecord
 from streamer.topology import TopologySpec
 from streamer.transfer import WarmStart
@@ -245,8 +245,7 @@ def make_scheduler(settings: Settings, spec: TopologySpec, bench: BenchSettings,
     ConfigError
         If a configured task or the drift config is invalid.
     """
-    root = bench.snapshot_dir or settings.state_dir / "snapshots"
-    store = SnapshotStore(root, spec, path_prefix=settings.topic_prefix, clock=SystemClock())
+    store = store_for(settings, spec, bench)
     emit = None
     if producer is not None:
         topic = settings.topic(BENCHMARKS_TOPIC)
