@@ -53,6 +53,16 @@ class TopologySpec:
         Default snapshot/benchmark schedule of the type (fields of
         :class:`streamer.settings.BenchSettings`; ``STREAMER_BENCH__*`` overrides them).
         Not part of the manifest: changing the schedule never invalidates stored state.
+    storage_codec
+        How vectors are stored in the feature table and the output topic: ``float32``
+        (exact), ``float16`` or ``int8`` (symmetric scalar quantisation with one float32
+        scale per vector; :mod:`streamer.store.quant`). Fixed for the life of a table: a
+        table written with another codec is refused (bump ``version`` to change it).
+    ttl_s
+        Time to live of a vector, in **event-time seconds**: a read reports an id as
+        ``expired`` (never as fresh) when the type's watermark (the latest event time it
+        applied) is more than ``ttl_s`` past the id's ``updated_at``. ``None``: no expiry.
+        A read-time policy, not part of the manifest.
     """
 
     name: str
@@ -67,6 +77,8 @@ class TopologySpec:
     description: str = ""
     owner: str = "streamer"
     benchmarks: Mapping[str, Any] = field(default_factory=dict)
+    storage_codec: str = "float32"
+    ttl_s: float | None = None
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -78,6 +90,15 @@ class TopologySpec:
         if self.partition_key != "user_id":
             msg = (f"type {self.name!r}: partition_key {self.partition_key!r} is not supported; "
                    "engagements are keyed by 'user_id'")
+            raise ConfigError(msg)
+        if self.storage_codec not in ("float32", "float16", "int8"):
+            msg = (f"type {self.name!r}: storage_codec {self.storage_codec!r} is unknown; "
+                   "expected float32, float16 or int8")
+            raise ConfigError(msg)
+        ttl = self.ttl_s
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)
+                                or not 0 < ttl < float("inf")):
+            msg = f"type {self.name!r}: ttl_s must be a finite number > 0 or None, got {ttl!r}"
             raise ConfigError(msg)
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
         object.__setattr__(self, "action_weights", MappingProxyType(dict(self.action_weights)))

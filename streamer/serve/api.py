@@ -28,7 +28,11 @@ from pydantic import BaseModel, Field
 
 from streamer.errors import StreamerError, UnknownType
 from streamer.serve.benchboard import BenchBoard
+from streamer.serve.page import install_page
 from streamer.serve.served import MAX_IDS, MAX_K, ServedType
+
+#: Routes served without the bearer token: liveness, and the discovery page's static shell.
+PUBLIC_PATHS = frozenset({"/health", "/"})
 
 
 class IdsBody(BaseModel):
@@ -78,7 +82,8 @@ def create_api(types: Mapping[str, ServedType], *, token: str | None = None,
 
         @app.middleware("http")
         async def _auth(request: Request, call_next):  # type: ignore[no-untyped-def]
-            if request.url.path != "/health":
+            # /health and the page shell (no data; it asks for the token) are open
+            if request.url.path not in PUBLIC_PATHS:
                 got = request.headers.get("authorization", "").encode()
                 if not hmac.compare_digest(got, expected):
                     return JSONResponse({"error": "missing or wrong bearer token"},
@@ -146,4 +151,5 @@ def create_api(types: Mapping[str, ServedType], *, token: str | None = None,
         return {"type": name, "k": body.k, "kind": body.kind,
                 "neighbours": [{"id": i, "score": s} for i, s in res]}
 
+    install_page(app)
     return app
