@@ -41,6 +41,7 @@ from streamer.events.dedup import Deduplicator
 from streamer.events.schema import EngagementEvent
 from streamer.index.base import VectorIndex
 from streamer.learn.base import EventBatch, OnlineLearner
+from streamer.store import quant
 from streamer.store.base import FeatureRecord, FeatureTable, claim_manifest
 from streamer.topology import TopologySpec
 from streamer.transfer import (
@@ -286,6 +287,7 @@ class Engine:
         self.table.commit(features, state, new_offsets)
         self._offsets.update(new_offsets)
         self._has_state = True
+        records = self._as_stored(records)
         self._after_commit(changed, records, features)
         res.changed = changed
         res.records = records
@@ -330,6 +332,21 @@ class Engine:
             state[_DEDUP + k] = v
         state[_COUNTERS] = json.dumps(dict(self.counters), sort_keys=True).encode()
         return state
+
+    def _as_stored(self, records: list[FeatureRecord]) -> list[FeatureRecord]:
+        """Return ``records`` with the vectors the table stores: its codec's reconstruction.
+
+        The index and ``publish`` then hold exactly what the table (and a replica reading
+        the output topic) holds. Identity for ``float32``; one vectorised quantise and
+        dequantise of the batch otherwise (bitwise what a read of the table returns).
+        """
+        codec = self.table.codec
+        if codec == "float32" or not records:
+            return records
+        vecs = quant.dequantize(*quant.quantize(np.stack([r.vector for r in records]), codec),
+                                codec)
+        return [FeatureRecord(v, r.updated_at, r.update_count, r.model_version)
+                for v, r in zip(vecs, records, strict=True)]
 
     def _after_commit(self, changed: list[str], records: list[FeatureRecord],
                       features: dict[str, FeatureRecord | None]) -> None:
@@ -402,7 +419,7 @@ class Engine:
         self.table.commit(features, state, {})
         self._has_state = True
         self._init_from = report
-        self._after_commit(changed, records, features)
+        self._after_commit(changed, self._as_stored(records), features)
         log.info('warm start type="%s" source="%s" version=%d offered=%d ids=%d',
                  self.spec.name, source.name, source.version, len(ids), n)
         return report
@@ -465,7 +482,7 @@ def open_engine(
 
     learner = build_learner(spec.algorithm, spec.params)
     table = RocksFeatureTable(table_path(spec, state_dir=state_dir, path_prefix=path_prefix),
-                              dim=learner.dim)
+                              dim=learner.dim, codec=spec.storage_codec)  # type: ignore[arg-type]
     index = None
     if with_index:
         params = dict(index_params or {})

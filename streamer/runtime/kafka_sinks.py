@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError, Producer
 from streamer.errors import StateError
 from streamer.events.decode import Rejected
 from streamer.store.base import FeatureRecord
-from streamer.store.codec import encode_record
+from streamer.store.codec import encode_records
 
 log = logging.getLogger(__name__)
 
@@ -152,22 +152,26 @@ class KafkaDeadLetters:
 class EmbeddingPublisher:
     """Publishes changed vectors to ``embeddings.<type>.v<n>`` (compacted, key = entity id).
 
-    Values are :func:`streamer.store.codec.encode_record` bytes; the record timestamp is
-    the vector's event time (ms). Delivery is asynchronous; failures are counted on the
-    producer (``failed``, ``last_error``) and the next record for the id supersedes them.
+    Values are :func:`streamer.store.codec.encode_records` bytes in the type's storage
+    codec (``float32``/``float16``/``int8``), so replicas hold exactly the feature
+    table's values; the record timestamp is the vector's event time (ms). Delivery is
+    asynchronous; failures are counted on the producer (``failed``, ``last_error``) and
+    the next record for the id supersedes them.
     """
 
-    def __init__(self, producer: SinkProducer, topic: str) -> None:
+    def __init__(self, producer: SinkProducer, topic: str, codec: str = "float32") -> None:
         self._producer = producer
         self.topic = topic
+        self.codec = codec
         self.sent = 0
 
     def __call__(self, ids: list[str], records: list[FeatureRecord]) -> None:
         """Queue one message per changed entity."""
         produce = self._producer.produce
         topic = self.topic
-        for entity, rec in zip(ids, records, strict=True):
+        values = encode_records(records, self.codec, names=ids)  # type: ignore[arg-type]
+        for entity, rec, value in zip(ids, records, values, strict=True):
             ts = rec.updated_at
-            produce(topic, entity.encode(), encode_record(rec),
+            produce(topic, entity.encode(), value,
                     timestamp_ms=int(ts * 1000) if ts == ts else None)
         self.sent += len(ids)

@@ -2,7 +2,9 @@
 
 A feature table holds, for one embedding type/version (DESIGN §5):
 
-* one :class:`FeatureRecord` per namespaced entity id (``u:<id>`` / ``i:<id>``);
+* one :class:`FeatureRecord` per namespaced entity id (``u:<id>`` / ``i:<id>``), its
+  vector stored through the table's codec (:attr:`FeatureTable.codec`: ``float32``
+  exact, ``float16`` or ``int8`` lossy; :mod:`streamer.store.quant`);
 * the learner's opaque state records (``bytes -> bytes``, DESIGN §6);
 * the last applied Kafka offset per ``(topic, partition)``;
 * a small string-keyed metadata area (the type's manifest: name, version, params, dim).
@@ -37,6 +39,7 @@ from streamer.errors import (
     InvalidVector,
     StateError,
 )
+from streamer.store.quant import CODECS, Codec
 from streamer.types import EntityId, Vector
 
 _INT64_MAX = 2**63 - 1
@@ -221,6 +224,21 @@ def check_dim(dim: object) -> int:
     return int(dim)
 
 
+def check_table_codec(codec: object) -> Codec:
+    """Return ``codec`` after checking it names a vector storage codec.
+
+    Raises
+    ------
+    ConfigError
+        If it is not one of :data:`streamer.store.quant.CODECS`.
+    """
+    if codec not in CODECS:
+        msg = (f"feature table codec must be one of {', '.join(CODECS)}, got {codec!r}; "
+               "set the type's storage_codec")
+        raise ConfigError(msg)
+    return codec  # type: ignore[return-value]
+
+
 def entity_key(entity: object) -> bytes:
     """Encode an entity id as its storage key (UTF-8 bytes).
 
@@ -325,7 +343,9 @@ class FeatureTable(abc.ABC):
     * :meth:`commit` is all-or-nothing, including on bad input: arguments are validated
       before anything is written.
     * Reads never return partial commits; vectors handed out are read-only copies
-      (mutating an array after committing it does not change the table).
+      (mutating an array after committing it does not change the table), float32, and
+      equal to the :attr:`codec`'s reconstruction of the committed vector (the vector
+      itself for ``float32``).
     * Iteration is in key order: entity ids by their UTF-8 bytes (= code point order),
       state keys bytewise.
     * One writer per table; readers may be many.
@@ -345,6 +365,17 @@ class FeatureTable(abc.ABC):
     @abc.abstractmethod
     def read_only(self) -> bool:
         """True when this handle cannot write (read-only or secondary reader)."""
+
+    @property
+    @abc.abstractmethod
+    def codec(self) -> Codec:
+        """Vector storage codec of the table: ``float32``, ``float16`` or ``int8``.
+
+        Fixed for the life of a table. :meth:`commit` stores every vector through it, so
+        a read returns the codec's float32 reconstruction of what was committed
+        (:mod:`streamer.store.quant`), bitwise equal to
+        ``quant.dequantize(*quant.quantize(v[None], codec), codec)[0]``.
+        """
 
     @abc.abstractmethod
     def commit(

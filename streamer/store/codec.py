@@ -1,17 +1,26 @@
 """Versioned binary encodings of feature records, offsets and table keys.
 
-Feature record value (format version 1, all little-endian, ``32 + 4 * dim`` bytes)::
+Feature record value (format version 2, all little-endian,
+``32 + vector_nbytes(dim, codec)`` bytes)::
 
     offset  size  field
-    0       1     format version (u8, = 1)
-    1       1     dtype code (u8, 1 = float32)
+    0       1     format version (u8, = 2)
+    1       1     codec id (u8: 1 = float32, 2 = float16, 3 = int8; quant.CODEC_IDS)
     2       2     reserved flags (u16, = 0)
     4       4     dim (u32)
     8       8     updated_at (f64, event seconds since the epoch)
     16      8     update_count (i64)
     24      4     model_version (i32)
-    28      4*dim vector (float32)
-    28+4dim 4     CRC-32 (zlib/IEEE) of every byte before it
+    28      P     vector payload, P = quant.vector_nbytes(dim, codec) bytes:
+                  float32 4*dim, float16 2*dim, int8 4+dim (scale | codes)
+    28+P    4     CRC-32 (zlib/IEEE) of every byte before it
+
+Record sizes at dim 128: float32 544, float16 288, int8 164 bytes. A value is
+self-describing: a reader needs only the dim (to check it), never the codec, and always
+gets a float32 vector back (the codec's reconstruction, :mod:`streamer.store.quant`).
+
+Format version 1 (written before the codecs existed) is the same layout with version 1
+and dtype code 1 (float32) only; it is still read, so old tables keep opening.
 
 The CRC is checked with the residue property of CRC-32: the CRC of a message followed
 by its own little-endian CRC is the constant ``0x2144DF1C``, so verification is one
@@ -22,7 +31,7 @@ Offset value (version 1): ``u8 version | i64 offset``, little-endian, 9 bytes.
 Keys in the ``meta`` column family are namespaced by a two-byte prefix: ``m:`` user
 metadata (UTF-8 key), ``o:`` offsets (``u32`` big-endian partition then the UTF-8 topic,
 so one topic's partitions sort together and parsing is unambiguous), ``s:`` the table's
-own system records (format version, dim).
+own system records (format version, dim, codec).
 """
 
 from __future__ import annotations
@@ -32,10 +41,12 @@ import sys
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 
 from streamer.errors import BadRequest, StateError
+from streamer.store import quant
 from streamer.store.base import (
     FeatureRecord,
     check_offset_item,
@@ -44,22 +55,26 @@ from streamer.store.base import (
     entity_key,
     trusted_record,
 )
-from streamer.types import EntityId
+from streamer.store.quant import Codec
+from streamer.types import EntityId, Vector
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 """Version of the feature record value layout written by :func:`encode_record`."""
+
+READ_FORMAT_VERSIONS = (1, 2)
+"""Record layout versions :func:`decode_record` reads (1: float32 only, before codecs)."""
 
 OFFSET_FORMAT_VERSION = 1
 """Version of the offset value layout written by :func:`encode_offset`."""
 
-DTYPE_FLOAT32 = 1
-"""Dtype code of little-endian float32 vectors."""
+DTYPE_FLOAT32 = quant.CODEC_IDS["float32"]
+"""Codec id (record byte 1) of little-endian float32 vectors; the only one of version 1."""
 
 META_PREFIX = b"m:"
 OFFSET_PREFIX = b"o:"
 SYSTEM_PREFIX = b"s:"
 
-_HEADER = struct.Struct("<BBHIdqi")  # version, dtype, flags, dim, updated_at, count, model
+_HEADER = struct.Struct("<BBHIdqi")  # version, codec id, flags, dim, updated_at, count, model
 _HEADER_SIZE = _HEADER.size  # 28
 _CRC_SIZE = 4
 _CRC_RESIDUE = 0x2144DF1C
@@ -67,49 +82,149 @@ _OFFSET_VALUE = struct.Struct("<Bq")
 _PARTITION = struct.Struct(">I")
 _F32_LE = np.dtype("<f4")
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
+_CODEC_BY_ID: dict[int, Codec] = {cid: name for name, cid in quant.CODEC_IDS.items()}
+_KNOWN_IDS = ", ".join(f"{cid} ({name})" for cid, name in sorted(_CODEC_BY_ID.items()))
 
 
-def record_size(dim: int) -> int:
-    """Return the encoded size in bytes of a record of dimension ``dim``."""
-    return _HEADER_SIZE + 4 * dim + _CRC_SIZE
+def record_size(dim: int, codec: Codec = "float32") -> int:
+    """Return the encoded size in bytes of a record of dimension ``dim`` under ``codec``.
+
+    Raises
+    ------
+    BadRequest
+        If the codec is unknown or ``dim`` is not a positive int.
+
+    Examples
+    --------
+    >>> [record_size(128, c) for c in ("float32", "float16", "int8")]
+    [544, 288, 164]
+    """
+    return _HEADER_SIZE + quant.vector_nbytes(dim, codec) + _CRC_SIZE
 
 
-def encode_record(record: FeatureRecord) -> bytes:
-    """Encode a :class:`FeatureRecord` as a version-1 value.
+def _frame(record: FeatureRecord, dim: int, codec_id: int, payload: bytes) -> bytes:
+    """Header + payload + CRC of one record (the payload is already encoded)."""
+    body = _HEADER.pack(
+        FORMAT_VERSION,
+        codec_id,
+        0,
+        dim,
+        record.updated_at,
+        record.update_count,
+        record.model_version,
+    ) + payload
+    return body + zlib.crc32(body).to_bytes(4, "little")
+
+
+def _f32_payload(vec: Vector) -> bytes:
+    return vec.astype(_F32_LE).tobytes() if _BIG_ENDIAN_HOST else vec.tobytes()
+
+
+def encode_record(record: FeatureRecord, codec: Codec = "float32") -> bytes:
+    """Encode a :class:`FeatureRecord` as a version-2 value.
 
     Parameters
     ----------
     record
         A validated record; its vector is float32 ``(dim,)``.
+    codec
+        Vector storage codec (:data:`streamer.store.quant.CODECS`); lossy for
+        ``float16`` and ``int8`` (:func:`decode_record` returns the reconstruction).
 
     Returns
     -------
     bytes
-        ``32 + 4 * dim`` bytes (layout in the module docstring).
+        :func:`record_size` ``(dim, codec)`` bytes (layout in the module docstring).
+
+    Raises
+    ------
+    BadRequest
+        If the codec is unknown, or (``float16``) a component overflows half precision.
 
     Examples
     --------
     >>> rec = FeatureRecord(np.ones(4, np.float32), 1.5, 2, 7)
-    >>> len(encode_record(rec))
-    48
+    >>> len(encode_record(rec)), len(encode_record(rec, "int8"))
+    (48, 40)
     >>> decode_record(encode_record(rec), 4) == rec
     True
+    >>> rec = FeatureRecord(np.array([0.5, -1.0, 0.25, 0.0], np.float32), 1.5, 2, 7)
+    >>> decode_record(encode_record(rec, "int8"), 4).vector.tolist()
+    [0.503936767578125, -0.9999995231628418, 0.2519683837890625, 0.0]
     """
+    codec = quant.check_codec(codec)
     vec = record.vector
-    body = _HEADER.pack(
-        FORMAT_VERSION,
-        DTYPE_FLOAT32,
-        0,
-        vec.shape[0],
-        record.updated_at,
-        record.update_count,
-        record.model_version,
-    ) + (vec.astype(_F32_LE).tobytes() if _BIG_ENDIAN_HOST else vec.tobytes())
-    return body + zlib.crc32(body).to_bytes(4, "little")
+    payload = _f32_payload(vec) if codec == "float32" else quant.encode_vector(vec, codec)
+    return _frame(record, vec.shape[0], quant.CODEC_IDS[codec], payload)
+
+
+def encode_records(
+    records: Sequence[FeatureRecord],
+    codec: Codec = "float32",
+    *,
+    names: Sequence[object] | None = None,
+) -> list[bytes]:
+    """Encode a batch of records of one dim; byte-identical to :func:`encode_record` each.
+
+    The vectors are quantised in one vectorised :func:`streamer.store.quant.encode_many`
+    call (the commit path), not one by one.
+
+    Parameters
+    ----------
+    records
+        Records whose vectors all have the same length.
+    codec
+        Vector storage codec.
+    names
+        One name per record (entity ids), used only to say which record failed.
+
+    Returns
+    -------
+    list of bytes
+        One value per record, in order.
+
+    Raises
+    ------
+    BadRequest
+        If the codec is unknown, the records have different dims, or (``float16``) a
+        component overflows half precision (the message names the record).
+    """
+    codec = quant.check_codec(codec)
+    if codec == "float32" or not records:
+        return [_frame(r, r.vector.shape[0], DTYPE_FLOAT32, _f32_payload(r.vector))
+                for r in records]
+    dims = {r.vector.shape[0] for r in records}
+    if len(dims) != 1:
+        msg = f"encode_records needs records of one dim, got dims {sorted(dims)}"
+        raise BadRequest(msg)
+    try:
+        payloads = quant.encode_many(np.stack([r.vector for r in records]), codec)
+    except BadRequest:
+        _raise_for_culprit(records, codec, names)
+        raise
+    (dim,) = dims
+    codec_id = quant.CODEC_IDS[codec]
+    return [_frame(r, dim, codec_id, p) for r, p in zip(records, payloads, strict=True)]
+
+
+def _raise_for_culprit(
+    records: Sequence[FeatureRecord], codec: Codec, names: Sequence[object] | None
+) -> None:
+    """Re-encode one by one to raise a BadRequest that names the record that failed."""
+    for j, rec in enumerate(records):
+        try:
+            quant.encode_vector(rec.vector, codec)
+        except BadRequest as exc:
+            name = names[j] if names is not None else j
+            msg = f"features[{name!r}] cannot be stored as {codec}: {exc}"
+            raise BadRequest(msg) from exc
 
 
 def decode_record(value: bytes, dim: int, *, key: object = None) -> FeatureRecord:
-    """Decode and validate a value written by :func:`encode_record`.
+    """Decode and validate a value written by :func:`encode_record` (format 1 or 2).
+
+    The value says which codec it was written with (byte 1), so the caller needs only
+    the table's dim.
 
     Parameters
     ----------
@@ -123,41 +238,61 @@ def decode_record(value: bytes, dim: int, *, key: object = None) -> FeatureRecor
     Returns
     -------
     FeatureRecord
-        Its vector is a read-only float32 ``(dim,)`` view over ``value``.
+        Its vector is a read-only float32 ``(dim,)`` array: a view over ``value`` for
+        ``float32`` payloads, else the codec's reconstruction (bit for bit
+        ``quant.dequantize(*quant.quantize(v, codec), codec)`` of the encoded ``v``).
 
     Raises
     ------
     StateError
-        If the value is truncated, has another format version, dtype or dim, or its
-        checksum does not match (corrupt state: restore from a snapshot or replay).
+        If the value is truncated, has an unknown format version or codec id, another
+        dim, a payload that is invalid for its codec, or its checksum does not match
+        (corrupt state: restore from a snapshot or replay).
     """
     n = len(value)
     if n < _HEADER_SIZE + _CRC_SIZE:
         _corrupt(key, f"{n} bytes, shorter than the {_HEADER_SIZE + _CRC_SIZE}-byte frame")
-    version, dtype, _flags, got_dim, updated_at, update_count, model_version = _HEADER.unpack_from(
+    version, code, _flags, got_dim, updated_at, update_count, model_version = _HEADER.unpack_from(
         value
     )
-    if version != FORMAT_VERSION:
-        _corrupt(key, f"format version {version}, this code reads version {FORMAT_VERSION}")
-    if dtype != DTYPE_FLOAT32:
-        _corrupt(key, f"dtype code {dtype}, expected {DTYPE_FLOAT32} (float32)")
+    if version == FORMAT_VERSION:
+        codec = _CODEC_BY_ID.get(code)
+        if codec is None:
+            _corrupt(key, f"codec id {code}, this code reads ids {_KNOWN_IDS}")
+    elif version == 1:
+        if code != DTYPE_FLOAT32:
+            _corrupt(key, f"dtype code {code} in a format-1 value, expected {DTYPE_FLOAT32} "
+                     "(float32)")
+        codec = "float32"
+    else:
+        _corrupt(key, f"format version {version}, this code reads versions "
+                 f"{', '.join(map(str, READ_FORMAT_VERSIONS))}")
     if got_dim != dim:
         msg = (
             f"stored feature {key!r} has dim={got_dim} but the table expects dim={dim}; "
             "the table belongs to a type with another embedding size"
         )
         raise StateError(msg)
-    if n != _HEADER_SIZE + 4 * dim + _CRC_SIZE:
-        _corrupt(key, f"{n} bytes, expected {record_size(dim)} for dim={dim}")
+    payload = 4 * dim if codec == "float32" else quant.vector_nbytes(dim, codec)
+    if n != _HEADER_SIZE + payload + _CRC_SIZE:
+        _corrupt(key, f"{n} bytes, expected {_HEADER_SIZE + payload + _CRC_SIZE} for "
+                 f"dim={dim} {codec}")
     if zlib.crc32(value) != _CRC_RESIDUE:
         _corrupt(key, "checksum mismatch")
-    vec = np.frombuffer(value, _F32_LE, dim, _HEADER_SIZE)  # read-only: bytes are immutable
     if update_count < 0 or model_version < 0:
         _corrupt(key, f"negative update_count={update_count} or model_version={model_version}")
+    if codec == "float32":
+        vec = np.frombuffer(value, _F32_LE, dim, _HEADER_SIZE)  # read-only: bytes are immutable
+    else:
+        try:
+            vec = quant.decode_payload(value, _HEADER_SIZE, dim, codec)
+        except StateError as exc:
+            _corrupt(key, str(exc))
+        vec.setflags(write=False)
     return trusted_record(vec, updated_at, update_count, model_version)
 
 
-def _corrupt(key: object, detail: str) -> None:
+def _corrupt(key: object, detail: str) -> NoReturn:
     msg = (
         f"corrupt feature value for {key!r}: {detail}; "
         "restore the table from a snapshot or rebuild it by replay"
@@ -262,16 +397,19 @@ def stage_commit(
     state: Mapping[bytes, bytes | None],
     offsets: Mapping[tuple[str, int], int],
     dim: int,
+    codec: Codec = "float32",
 ) -> StagedCommit:
     """Validate and encode the arguments of :meth:`FeatureTable.commit`.
 
     Every argument is checked before anything is returned, so a backend that writes
-    only a :class:`StagedCommit` never writes part of a bad commit.
+    only a :class:`StagedCommit` never writes part of a bad commit. The vectors are
+    encoded with ``codec`` (the table's), in one vectorised batch for the lossy codecs.
 
     Raises
     ------
     BadRequest
-        If an argument is not a mapping, or an id, state item or offset is invalid.
+        If an argument is not a mapping, or an id, state item or offset is invalid, or
+        (``float16``) a vector overflows the codec.
     DimensionMismatch
         If a record's dimension differs from ``dim``.
     """
@@ -281,12 +419,26 @@ def stage_commit(
             raise BadRequest(msg)
     staged_features: list[tuple[bytes, bytes | None]] = []
     append = staged_features.append
-    for entity, record in features.items():
-        key = entity_key(entity)
-        if record is None:
+    if codec == "float32":
+        for entity, record in features.items():
+            key = entity_key(entity)
+            if record is None:
+                append((key, None))
+            else:
+                append((key, encode_record(check_record_dim(entity, record, dim))))
+    else:
+        slots: list[int] = []
+        names: list[EntityId] = []
+        records: list[FeatureRecord] = []
+        for entity, record in features.items():
+            key = entity_key(entity)
+            if record is not None:
+                slots.append(len(staged_features))
+                names.append(entity)
+                records.append(check_record_dim(entity, record, dim))
             append((key, None))
-        else:
-            append((key, encode_record(check_record_dim(entity, record, dim))))
+        for slot, value in zip(slots, encode_records(records, codec, names=names), strict=True):
+            staged_features[slot] = (staged_features[slot][0], value)
     for skey, svalue in state.items():
         check_state_item(skey, svalue)
     staged_offsets = []

@@ -1,8 +1,10 @@
 """In-memory twin of the RocksDB feature table (tests, demo mode).
 
 It keeps the same three "column families" as :class:`streamer.store.rocks.RocksFeatureTable`
-as dicts of **encoded** bytes, through the same codec, so both backends validate, copy,
-order and fail identically (CONVENTIONS C3); ``streamer.checks.tables`` runs over both.
+as dicts of **encoded** bytes, through the same codec (and the same vector storage
+codec: a ``float16``/``int8`` twin holds the same lossy values a RocksDB table would), so
+both backends validate, copy, order and fail identically (CONVENTIONS C3);
+``streamer.checks.tables`` runs over both.
 """
 
 from __future__ import annotations
@@ -11,7 +13,15 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from streamer.errors import StateError
 from streamer.store import codec
-from streamer.store.base import FeatureRecord, FeatureTable, check_dim, meta_key, meta_value
+from streamer.store.base import (
+    FeatureRecord,
+    FeatureTable,
+    check_dim,
+    check_table_codec,
+    meta_key,
+    meta_value,
+)
+from streamer.store.quant import Codec
 from streamer.types import EntityId
 
 
@@ -22,11 +32,14 @@ class MemoryFeatureTable(FeatureTable):
     ----------
     dim
         Vector dimension of every record.
+    codec
+        Vector storage codec (``float32``, ``float16`` or ``int8``): commits are
+        encoded with it and reads return its reconstruction, as in RocksDB.
 
     Raises
     ------
     ConfigError
-        If ``dim`` is not a positive int.
+        If ``dim`` is not a positive int or ``codec`` is unknown.
 
     Notes
     -----
@@ -42,22 +55,32 @@ class MemoryFeatureTable(FeatureTable):
     >>> t.commit({"i:a": rec}, {b"k": b"v"}, {("engagements", 0): 41})
     >>> t.get("i:a") == rec, t.offsets()
     (True, {('engagements', 0): 41})
+    >>> q = MemoryFeatureTable(dim=2, codec="int8")
+    >>> q.commit({"i:a": rec}, {}, {})
+    >>> q.codec, q.get("i:a").vector.tolist()
+    ('int8', [0.503936767578125, 0.9999995231628418])
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, codec: Codec = "float32") -> None:
         self._dim = check_dim(dim)
+        self._codec = check_table_codec(codec)
         self._features: dict[bytes, bytes] = {}
         self._state: dict[bytes, bytes] = {}
         self._meta: dict[bytes, bytes] = {}
         self._closed = False
 
     def __repr__(self) -> str:
-        return f"MemoryFeatureTable(dim={self._dim})"
+        return f"MemoryFeatureTable(dim={self._dim}, codec={self._codec!r})"
 
     @property
     def dim(self) -> int:
         """Vector dimension of every record in the table."""
         return self._dim
+
+    @property
+    def codec(self) -> Codec:
+        """Vector storage codec of the table (fixed at construction)."""
+        return self._codec
 
     @property
     def read_only(self) -> bool:
@@ -77,7 +100,7 @@ class MemoryFeatureTable(FeatureTable):
     ) -> None:
         """Write features, learner state and offsets atomically (see the ABC)."""
         self._check_open()
-        staged = codec.stage_commit(features, state, offsets, self._dim)
+        staged = codec.stage_commit(features, state, offsets, self._dim, self._codec)
         for target, items in ((self._features, staged.features), (self._state, staged.state)):
             for key, value in items:
                 if value is None:

@@ -19,12 +19,18 @@ Networks for Efficient Integer-Arithmetic-Only Inference", CVPR 2018, eq. (1)
 trained, per-dimension-range variant of the same idea. Here no training is needed, so
 every vector can be encoded on its own in the streaming write path:
 
-* ``scale = max_i |v_i| / 127`` rounded to binary32 (rounded towards zero when needed
-  so that ``127 * scale <= max_i |v_i|``: a decoded component never exceeds the largest
-  input magnitude, and decoding never overflows);
+* ``scale = max_i |v_i| / 127`` rounded **towards zero to 17 significant bits**
+  (:data:`SCALE_BITS`; a binary32 with its 6 low mantissa bits clear). Towards zero, so
+  ``127 * scale <= max_i |v_i|``: a decoded component never exceeds the largest input
+  magnitude, and decoding never overflows. 17 bits, so every product ``code * scale``
+  (``|code| <= 127``: 7 bits) has at most 24 significant bits and is **exact** in
+  binary32: decoding has no rounding error, and re-encoding a decoded vector gives back
+  the same scale and codes, byte for byte (the codec is idempotent, so a vector read
+  from an int8 table and stored again - a replica, a transfer, a re-publish - never
+  drifts). The scale loses at most ``2**-16`` of its value to this rounding;
 * ``code_i = rint(v_i / scale)`` (round half to even), which gives
-  ``|v_i - code_i * scale| <= scale / 2`` before the final binary32 rounding of the
-  product (at most half an ulp of ``|v_hat_i|`` more);
+  ``|v_i - code_i * scale| <= scale / 2`` exactly (``max_i |v_i| / scale`` is below
+  ``127 / (1 - 2**-16) < 127.5``, so no code is clipped);
 * the zero vector, and any vector with ``max_i |v_i| < 127 * 2**-126`` (so small that
   its scale would be a subnormal binary32), is stored as scale 0 and all-zero codes:
   it is flushed to the zero vector (cosine search cannot use it anyway).
@@ -40,6 +46,8 @@ Non-finite input (NaN, inf) is refused by every codec.
 
 from __future__ import annotations
 
+import math
+import struct
 from typing import Literal, get_args
 
 import numpy as np
@@ -52,8 +60,10 @@ __all__ = [
     "CODECS",
     "CODEC_IDS",
     "Codec",
+    "SCALE_BITS",
     "check_codec",
     "codec_from_id",
+    "decode_payload",
     "decode_vector",
     "dequantize",
     "encode_many",
@@ -75,11 +85,15 @@ CODEC_IDS: dict[Codec, int] = {"float32": 1, "float16": 2, "int8": 3}
 INT8_MAX = 127
 """Largest code magnitude; ``-128`` is never written (symmetric range)."""
 
+SCALE_BITS = 17
+"""Significant bits kept in an int8 scale: ``7 + 17 = 24`` makes ``code * scale`` exact."""
+
 _F32 = np.dtype("<f4")
 _F16 = np.dtype("<f2")
 _I8 = np.dtype("i1")
 _PAYLOAD_DTYPE: dict[Codec, np.dtype] = {"float32": _F32, "float16": _F16, "int8": _I8}
 _SCALE_BYTES = 4
+_SCALE = struct.Struct("<f")
 # Below this max|v| the scale max|v|/127 would be a subnormal binary32 (lossy): flush.
 _FLUSH_BELOW = INT8_MAX * float(np.finfo(np.float32).tiny)
 _F16_MAX = float(np.finfo(np.float16).max)  # 65504
@@ -159,7 +173,7 @@ def quantize(
     --------
     >>> codes, scales = quantize(np.array([[0.5, -1.0, 0.25]], np.float32), "int8")
     >>> codes.tolist(), scales.tolist()
-    ([[64, -127, 32]], [0.007874015718698502])
+    ([[64, -127, 32]], [0.007874011993408203])
     """
     codec = check_codec(codec)
     v = _as_matrix(vectors)
@@ -316,12 +330,46 @@ def decode_vector(payload: bytes, dim: int, codec: Codec) -> Vector:
     if len(payload) != want:
         msg = f"corrupt {codec} vector payload: {len(payload)} bytes, expected {want} for dim={dim}"
         raise StateError(msg)
+    return decode_payload(payload, 0, dim, codec)
+
+
+def decode_payload(buffer: bytes, offset: int, dim: int, codec: Codec) -> Vector:
+    """Decode the payload that starts at ``offset`` in ``buffer``, without argument checks.
+
+    The fast path of :func:`decode_vector` for a caller that already checked ``codec``,
+    ``dim`` and that ``buffer`` holds :func:`vector_nbytes` ``(dim, codec)`` bytes from
+    ``offset`` (the feature record decoder, :func:`streamer.store.codec.decode_record`).
+    The payload's own content is still checked (int8 scale and codes).
+
+    Parameters
+    ----------
+    buffer
+        ``bytes``, ``bytearray`` or ``memoryview`` holding the payload.
+    offset
+        Byte offset of the payload in ``buffer``.
+    dim
+        Vector dimension, ``>= 1``.
+    codec
+        A valid codec name.
+
+    Returns
+    -------
+    Vector
+        Shape ``(dim,)`` float32, a new writable array; bitwise what
+        :func:`decode_vector` returns.
+
+    Raises
+    ------
+    StateError
+        (int8) A negative or non-finite scale, a ``-128`` code, or non-zero codes with a
+        zero scale (corrupt stored bytes).
+    """
     if codec != "int8":
-        return np.frombuffer(payload, _PAYLOAD_DTYPE[codec], dim).astype(np.float32)
-    scale = np.frombuffer(payload, _F32, 1)[0]
-    codes = np.frombuffer(payload, _I8, dim, _SCALE_BYTES)
-    if not (np.isfinite(scale) and scale >= 0):
-        msg = f"corrupt int8 vector payload: scale {float(scale)!r}, expected finite and >= 0"
+        return np.frombuffer(buffer, _PAYLOAD_DTYPE[codec], dim, offset).astype(np.float32)
+    (scale,) = _SCALE.unpack_from(buffer, offset)  # a Python float holding the binary32
+    codes = np.frombuffer(buffer, _I8, dim, offset + _SCALE_BYTES)
+    if not (math.isfinite(scale) and scale >= 0):
+        msg = f"corrupt int8 vector payload: scale {scale!r}, expected finite and >= 0"
         raise StateError(msg)
     if codes.min() < -INT8_MAX or (scale == 0 and codes.any()):
         msg = "corrupt int8 vector payload: code -128, or non-zero codes with scale 0"
@@ -377,12 +425,18 @@ def _to_int8(
     v64 = v.astype(np.float64)
     maxabs = np.abs(v64).max(axis=1)  # exact: |float32| is a float32
     flushed = maxabs < _FLUSH_BELOW
-    scales = (maxabs / INT8_MAX).astype(np.float32)
-    # round the scale towards zero where binary32 rounding went up, so 127*scale <= max|v|
-    up = scales.astype(np.float64) * INT8_MAX > maxabs
-    scales[up] = np.nextafter(scales[up], np.float32(0))
-    scales[flushed] = 0.0
-    safe = np.where(flushed, 1.0, scales.astype(np.float64))
+    # max|v|/127 truncated to SCALE_BITS significant bits (towards zero): frexp gives
+    # mantissa in [0.5, 1) and exponent, both exact; the result is a normal binary32
+    # (>= 2**-126 for every vector that is not flushed), so the cast is exact too
+    mant, expo = np.frexp(np.where(flushed, 1.0, maxabs / INT8_MAX))
+    s64 = np.ldexp(np.floor(mant * 2.0**SCALE_BITS), expo - SCALE_BITS)
+    # maxabs/127 rounded up in float64 can only land on a 17-bit value when it is exact
+    # (max|v| has 24 bits); step down anyway if 127*scale ever exceeded max|v|
+    up = s64 * INT8_MAX > maxabs
+    s64[up] -= np.ldexp(1.0, expo[up] - SCALE_BITS)
+    s64[flushed] = 0.0
+    scales = s64.astype(np.float32)
+    safe = np.where(flushed, 1.0, s64)
     q = np.rint(v64 / safe[:, None])
     q[flushed] = 0.0
     np.clip(q, -INT8_MAX, INT8_MAX, out=q)  # max|v|/scale < 127.5 already; belt and braces

@@ -4,12 +4,14 @@ Layout: one RocksDB directory per embedding type/version (choosing the path is t
 caller's job) with three column families, all in rocksdict raw mode (bytes only):
 
 ``features``
-    UTF-8 entity id -> :func:`streamer.store.codec.encode_record` value.
+    UTF-8 entity id -> :func:`streamer.store.codec.encode_record` value, its vector
+    encoded with the table's storage codec (``float32``, ``float16`` or ``int8``).
 ``state``
     Opaque learner state records, written verbatim.
 ``meta``
     ``o:`` offsets, ``m:`` user metadata (the type's manifest), ``s:`` table system
-    records (format version and dim, checked on every open).
+    records (format version, dim and vector codec, checked on every open; a table
+    written before codecs existed has no codec record and is ``float32``).
 
 Each :meth:`RocksFeatureTable.commit` is one ``WriteBatch`` across the three column
 families, written with the write-ahead log on: RocksDB applies a batch atomically and
@@ -38,7 +40,15 @@ from rocksdict import (
 
 from streamer.errors import StateError
 from streamer.store import codec
-from streamer.store.base import FeatureRecord, FeatureTable, check_dim, meta_key, meta_value
+from streamer.store.base import (
+    FeatureRecord,
+    FeatureTable,
+    check_dim,
+    check_table_codec,
+    meta_key,
+    meta_value,
+)
+from streamer.store.quant import CODEC_IDS, Codec, codec_from_id
 from streamer.types import EntityId
 
 CF_FEATURES = "features"
@@ -51,6 +61,7 @@ TABLE_FORMAT_VERSION = 1
 
 _SYS_FORMAT = codec.system_key("format")
 _SYS_DIM = codec.system_key("dim")
+_SYS_CODEC = codec.system_key("codec")
 
 _LOCK_ERROR = re.compile(r"^IO error: .*\bLOCK\b")
 
@@ -87,6 +98,12 @@ class RocksFeatureTable(FeatureTable):
         parents, when a writer opens it for the first time.
     dim
         Vector dimension; must equal the dim stored in the table, if any.
+    codec
+        Vector storage codec (``float32``, ``float16`` or ``int8``;
+        :mod:`streamer.store.quant`), fixed for the life of the table: a new table stores
+        it, and an existing table opened with another codec is refused. ``None`` (the
+        default): whatever the table has (readers), or ``float32`` for a new table. A
+        table without a codec record (written before codecs existed) is ``float32``.
     read_only
         Open a static read-only view (no lock; sees what was committed when opened,
         :meth:`refresh` reopens it).
@@ -104,9 +121,10 @@ class RocksFeatureTable(FeatureTable):
     ------
     StateError
         If another worker holds the path (one writer per path), a reader's path holds
-        no table, or the table has another dim/format (it belongs to another type).
+        no table, or the table has another dim, format or codec (it belongs to another
+        type or version).
     ConfigError
-        If ``dim`` is not a positive int.
+        If ``dim`` is not a positive int or ``codec`` is unknown.
 
     Notes
     -----
@@ -124,8 +142,8 @@ class RocksFeatureTable(FeatureTable):
     >>> with RocksFeatureTable(d / "t", dim=2) as t:
     ...     t.commit({"i:a": FeatureRecord(np.ones(2, np.float32), 5.0, 1, 1)}, {}, {("e", 0): 9})
     >>> with RocksFeatureTable(d / "t", dim=2, read_only=True) as r:
-    ...     r.get("i:a").updated_at, r.offsets()
-    (5.0, {('e', 0): 9})
+    ...     r.get("i:a").updated_at, r.offsets(), r.codec
+    (5.0, {('e', 0): 9}, 'float32')
     """
 
     def __init__(
@@ -137,8 +155,11 @@ class RocksFeatureTable(FeatureTable):
         secondary_path: Path | None = None,
         sync_writes: bool = False,
         block_cache_bytes: int = 64 << 20,
+        codec: Codec | None = None,
     ) -> None:
         self._dim = check_dim(dim)
+        self._asked_codec: Codec | None = None if codec is None else check_table_codec(codec)
+        self._codec: Codec = self._asked_codec or "float32"  # the stored one, once open
         self._path = Path(path)
         self._secondary_path = None if secondary_path is None else Path(secondary_path)
         self._read_only = read_only or self._secondary_path is not None
@@ -151,7 +172,8 @@ class RocksFeatureTable(FeatureTable):
 
     def __repr__(self) -> str:
         mode = "secondary" if self._secondary_path else "read_only" if self._read_only else "writer"
-        return f"RocksFeatureTable({str(self._path)!r}, dim={self._dim}, mode={mode})"
+        return (f"RocksFeatureTable({str(self._path)!r}, dim={self._dim}, "
+                f"codec={self._codec!r}, mode={mode})")
 
     # ----------------------------------------------------------------- opening
 
@@ -245,6 +267,7 @@ class RocksFeatureTable(FeatureTable):
             batch = WriteBatch(raw_mode=True)
             batch.put(_SYS_FORMAT, codec.encode_offset(TABLE_FORMAT_VERSION), self._h_meta)
             batch.put(_SYS_DIM, codec.encode_offset(self._dim), self._h_meta)
+            batch.put(_SYS_CODEC, codec.encode_offset(CODEC_IDS[self._codec]), self._h_meta)
             self._write(batch)
             return
         fmt = codec.decode_offset(stored_format, key=_SYS_FORMAT)
@@ -263,6 +286,31 @@ class RocksFeatureTable(FeatureTable):
                 "type version) or open it with its own dim"
             )
             raise StateError(msg)
+        self._check_or_init_codec()
+
+    def _check_or_init_codec(self) -> None:
+        raw = self._cf_meta.get(_SYS_CODEC)
+        # a table from before the codecs has no codec record: all its records are float32
+        stored: Codec = "float32"
+        if raw is not None:
+            try:
+                stored = codec_from_id(codec.decode_offset(raw, key=_SYS_CODEC))
+            except StateError as exc:
+                msg = f"feature table {self._path} has a corrupt codec record: {exc}"
+                raise StateError(msg) from exc
+        asked = self._asked_codec
+        if asked is not None and asked != stored:
+            msg = (
+                f"feature table {self._path} stores vectors as {stored}, but codec {asked} "
+                "was asked: a table's codec is fixed. Bump the type's version (a new "
+                f"table, then replay or backfill into it) or open it with codec {stored}"
+            )
+            raise StateError(msg)
+        self._codec = stored
+        if raw is None and not self._read_only:
+            batch = WriteBatch(raw_mode=True)
+            batch.put(_SYS_CODEC, codec.encode_offset(CODEC_IDS[stored]), self._h_meta)
+            self._write(batch)
 
     def _release(self) -> None:
         db, self._db = self._db, None
@@ -283,6 +331,11 @@ class RocksFeatureTable(FeatureTable):
     def dim(self) -> int:
         """Vector dimension of every record in the table."""
         return self._dim
+
+    @property
+    def codec(self) -> Codec:
+        """Vector storage codec of the table (the stored one; see the ``codec`` param)."""
+        return self._codec
 
     @property
     def read_only(self) -> bool:
@@ -321,7 +374,7 @@ class RocksFeatureTable(FeatureTable):
     ) -> None:
         """Write features, learner state and offsets in one ``WriteBatch`` (see the ABC)."""
         self._check_writer()
-        staged = codec.stage_commit(features, state, offsets, self._dim)
+        staged = codec.stage_commit(features, state, offsets, self._dim, self._codec)
         batch = WriteBatch(raw_mode=True)
         put, delete = batch.put, batch.delete
         for handle, items in (

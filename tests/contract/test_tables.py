@@ -1,4 +1,4 @@
-"""Every feature table backend x every contract check (CONVENTIONS C3)."""
+"""Every feature table backend x every vector codec x every contract check (CONVENTIONS C3)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import pytest
 
 from streamer.checks.tables import TableBackend, yield_checks
 from streamer.store.memory import MemoryFeatureTable
+from streamer.store.quant import CODECS
 from streamer.store.rocks import RocksFeatureTable
 
-MEMORY = TableBackend("memory", open=lambda d, dim: MemoryFeatureTable(dim))
+MEMORY = TableBackend("memory", open=lambda d, dim, codec: MemoryFeatureTable(dim, codec))
 ROCKS = TableBackend(
     "rocks",
-    open=lambda d, dim: RocksFeatureTable(d, dim),
+    open=lambda d, dim, codec: RocksFeatureTable(d, dim, codec=codec),
     persistent=True,
     readers={
         "read_only": lambda d, dim, scratch: RocksFeatureTable(d, dim, read_only=True),
@@ -21,7 +22,7 @@ ROCKS = TableBackend(
     },
     writer_ref="streamer.store.rocks:RocksFeatureTable",
 )
-BACKENDS = (MEMORY, ROCKS)
+BACKENDS = tuple(b.with_codec(c) for b in (MEMORY, ROCKS) for c in CODECS)
 
 
 @pytest.mark.parametrize(
@@ -41,4 +42,12 @@ def test_suite_covers_persistence_only_where_it_applies() -> None:
         "check_readers_see_writes_after_refresh",
         "check_second_writer_raises",
         "check_reopen_persists",
+        "check_reopen_with_other_codec_raises",
     } <= rocks_checks - memory_checks
+    assert "check_vectors_round_trip_through_the_codec" in memory_checks
+
+
+def test_every_backend_runs_with_every_codec() -> None:
+    assert sorted((b.name, b.codec) for b in BACKENDS) == sorted(
+        (f"{base}-{c}", c) for base in ("memory", "rocks") for c in CODECS
+    )

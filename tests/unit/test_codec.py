@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from streamer.errors import BadRequest, InvalidVector, StateError
-from streamer.store import codec
+from streamer.store import codec, quant
 from streamer.store.base import FeatureRecord
+from streamer.store.quant import CODECS
 
 
 @st.composite
@@ -41,6 +42,7 @@ def records(draw: st.DrawFn) -> FeatureRecord:
 @given(rec=records())
 def test_record_round_trip_is_bitwise(rec: FeatureRecord) -> None:
     value = codec.encode_record(rec)
+    assert value == codec.encode_record(rec, "float32")
     assert len(value) == codec.record_size(rec.dim) == 32 + 4 * rec.dim
     back = codec.decode_record(value, rec.dim)
     assert back.vector.tobytes() == rec.vector.tobytes()  # keeps -0.0 and subnormals
@@ -65,9 +67,101 @@ def test_subnormals_and_negative_zero_survive() -> None:
 def test_layout_is_the_documented_one() -> None:
     rec = FeatureRecord(np.array([1.5, -2.0], np.float32), 1234.5, 7, 3)
     value = codec.encode_record(rec)
-    assert value[:28] == struct.pack("<BBHIdqi", 1, 1, 0, 2, 1234.5, 7, 3)
+    assert codec.FORMAT_VERSION == 2
+    assert value[:28] == struct.pack("<BBHIdqi", 2, 1, 0, 2, 1234.5, 7, 3)
     assert value[28:36] == np.array([1.5, -2.0], "<f4").tobytes()
     assert value[36:] == zlib.crc32(value[:36]).to_bytes(4, "little")
+
+
+@pytest.mark.parametrize("name", CODECS)
+def test_lossy_layouts_are_header_codec_payload_crc(name: str) -> None:
+    vec = np.array([0.5, -1.0, 0.25], np.float32)
+    value = codec.encode_record(FeatureRecord(vec, 9.0, 1, 2), name)
+    payload = quant.encode_vector(vec, name)
+    assert value[:28] == struct.pack("<BBHIdqi", 2, quant.CODEC_IDS[name], 0, 3, 9.0, 1, 2)
+    assert value[28:-4] == payload
+    assert value[-4:] == zlib.crc32(value[:-4]).to_bytes(4, "little")
+    assert len(value) == codec.record_size(3, name) == 28 + quant.vector_nbytes(3, name) + 4
+
+
+def test_record_sizes_per_codec() -> None:
+    assert codec.record_size(128, "int8") == 28 + 132 + 4 == 164
+    assert codec.record_size(128, "float16") == 28 + 256 + 4 == 288
+    assert codec.record_size(128, "float32") == codec.record_size(128) == 28 + 512 + 4 == 544
+    v = np.random.default_rng(0).standard_normal(128).astype(np.float32)
+    for name in CODECS:
+        assert len(codec.encode_record(FeatureRecord(v, 0.0, 0, 0), name)) == codec.record_size(
+            128, name
+        )
+    with pytest.raises(BadRequest, match="unknown vector codec"):
+        codec.record_size(4, "bf16")  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(rec=records(), name=st.sampled_from(CODECS))
+def test_every_codec_round_trips_to_the_quant_reconstruction(rec: FeatureRecord, name: str) -> None:
+    if name == "float16" and np.abs(rec.vector).max() >= 65520:
+        with pytest.raises(BadRequest, match="overflows float16"):
+            codec.encode_record(rec, name)
+        return
+    value = codec.encode_record(rec, name)
+    back = codec.decode_record(value, rec.dim)  # no codec given: the value says it
+    want = quant.dequantize(*quant.quantize(rec.vector[None, :], name), name)[0]
+    assert back.vector.tobytes() == want.tobytes()
+    assert back.vector.dtype == np.float32 and back.vector.shape == (rec.dim,)
+    assert not back.vector.flags.writeable
+    assert (back.updated_at, back.update_count, back.model_version) == (
+        rec.updated_at,
+        rec.update_count,
+        rec.model_version,
+    )
+    assert codec.encode_records([rec, rec], name) == [value, value]
+
+
+def test_format_1_values_are_still_read() -> None:
+    """A value written by the format-1 encoder (before codecs) decodes as float32."""
+    vec = np.array([1.5, -2.0, 3.25], np.float32)
+    body = struct.pack("<BBHIdqi", 1, 1, 0, 3, 77.5, 4, 2) + vec.astype("<f4").tobytes()
+    v1 = body + zlib.crc32(body).to_bytes(4, "little")
+    rec = codec.decode_record(v1, 3, key=b"i:old")
+    assert rec == FeatureRecord(vec, 77.5, 4, 2)
+    assert not rec.vector.flags.writeable
+    # a format-1 value only ever held float32: another dtype code is corruption
+    body = struct.pack("<BBHIdqi", 1, 3, 0, 3, 77.5, 4, 2) + bytes(7)
+    with pytest.raises(StateError, match="dtype code 3 in a format-1 value"):
+        codec.decode_record(body + zlib.crc32(body).to_bytes(4, "little"), 3, key=b"i:old")
+
+
+@pytest.mark.parametrize("code", [0, 4, 9, 255])
+def test_unknown_codec_id_is_a_state_error(code: int) -> None:
+    body = struct.pack("<BBHIdqi", 2, code, 0, 2, 0.0, 0, 0) + bytes(8)
+    value = body + zlib.crc32(body).to_bytes(4, "little")  # a valid checksum: newer code?
+    with pytest.raises(StateError, match=f"codec id {code}, this code reads ids 1 .float32."):
+        codec.decode_record(value, 2, key=b"i:x")
+
+
+def test_corrupt_int8_payload_with_a_valid_checksum_is_a_state_error() -> None:
+    vec = np.array([0.5, -1.0], np.float32)
+    good = codec.encode_record(FeatureRecord(vec, 0.0, 0, 0), "int8")
+    for payload in (
+        np.float32(-1.0).tobytes() + bytes([64, 129]),  # negative scale
+        np.float32(0.01).tobytes() + bytes([64, 128]),  # code -128
+        np.float32(np.nan).tobytes() + bytes([1, 2]),  # NaN scale
+    ):
+        body = good[:28] + payload
+        value = body + zlib.crc32(body).to_bytes(4, "little")
+        with pytest.raises(StateError, match="i:q.*corrupt int8 vector payload"):
+            codec.decode_record(value, 2, key=b"i:q")
+
+
+def test_float16_overflow_in_a_batch_names_the_record() -> None:
+    ok = FeatureRecord(np.ones(2, np.float32), 0.0, 0, 0)
+    big = FeatureRecord(np.array([1.0, 1e5], np.float32), 0.0, 0, 0)
+    with pytest.raises(BadRequest, match=r"features\['i:big'\] cannot be stored as float16"):
+        codec.encode_records([ok, big], "float16", names=["i:ok", "i:big"])
+    with pytest.raises(BadRequest, match="one dim"):
+        codec.encode_records([ok, FeatureRecord(np.ones(3, np.float32), 0.0, 0, 0)], "int8")
+    assert codec.encode_records([], "int8") == []
 
 
 @settings(max_examples=200, deadline=None)
@@ -86,8 +180,11 @@ def test_any_single_byte_corruption_is_detected(rec: FeatureRecord, data: st.Dat
         (lambda v: v[:10], "shorter"),
         (lambda v: v[:-1], "expected"),
         (lambda v: v + b"\0", "expected"),
-        (lambda v: b"\x02" + v[1:], "format version 2"),
-        (lambda v: v[:1] + b"\x02" + v[2:], "dtype code 2"),
+        (lambda v: b"\x03" + v[1:], "format version 3, this code reads versions 1, 2"),
+        (lambda v: b"\x00" + v[1:], "format version 0"),
+        (lambda v: v[:1] + b"\x07" + v[2:], "codec id 7"),
+        (lambda v: v[:1] + b"\x03" + v[2:], "48 bytes, expected 40 for dim=4 int8"),
+        (lambda v: b"\x01\x02" + v[2:], "dtype code 2 in a format-1 value"),
         (lambda v: v[:30] + bytes([v[30] ^ 1]) + v[31:], "checksum"),
         (lambda v: b"", "shorter"),
     ],
@@ -243,6 +340,20 @@ def test_stage_commit_validates_everything_first() -> None:
     good = FeatureRecord(np.ones(2, np.float32), 0.0, 0, 0)
     staged = codec.stage_commit({"i:a": good, "i:b": None}, {b"k": None}, {("t", 1): 3}, 2)
     assert staged.features == [(b"i:a", codec.encode_record(good)), (b"i:b", None)]
+    other = FeatureRecord(np.array([0.3, -2.0], np.float32), 1.0, 2, 3)
+    lossy = codec.stage_commit(
+        {"i:c": good, "i:b": None, "i:a": other}, {}, {}, 2, "int8"
+    )  # the batch keeps the mapping's order, deletes in place
+    assert lossy.features == [
+        (b"i:c", codec.encode_record(good, "int8")),
+        (b"i:b", None),
+        (b"i:a", codec.encode_record(other, "int8")),
+    ]
+    with pytest.raises(BadRequest, match="i:z.*float16"):
+        codec.stage_commit({"i:a": good, "i:z": FeatureRecord([7e4, 0], 0.0, 0, 0)}, {}, {}, 2,
+                           "float16")
+    with pytest.raises(BadRequest, match="unknown vector codec"):
+        codec.stage_commit({"i:a": good}, {}, {}, 2, "bf16")  # type: ignore[arg-type]
     assert staged.state == [(b"k", None)]
     assert staged.offsets == [(codec.offset_key("t", 1), codec.encode_offset(3))]
     with pytest.raises(BadRequest, match="get_many takes a sequence"):

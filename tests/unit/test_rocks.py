@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from rocksdict import AccessType, Options, Rdict
 
-from streamer.errors import StateError
-from streamer.store import codec
+from streamer.errors import BadRequest, StateError
+from streamer.store import codec, quant
 from streamer.store.base import FeatureRecord
+from streamer.store.quant import CODECS
 from streamer.store.rocks import COLUMN_FAMILIES, RocksFeatureTable, is_lock_error
 
 
@@ -114,13 +115,20 @@ def test_writer_creates_parents_and_readers_see_an_empty_table(tmp_path: Path) -
             assert r.read_only and r.get("i:x") is None
 
 
-def test_secondary_follows_writer_across_memtable_flushes(tmp_path: Path) -> None:
+def _stored(rec: FeatureRecord, name: str) -> FeatureRecord:
+    vec = quant.dequantize(*quant.quantize(rec.vector[None, :], name), name)[0]
+    return FeatureRecord(vec, rec.updated_at, rec.update_count, rec.model_version)
+
+
+@pytest.mark.parametrize("name", CODECS)
+def test_secondary_follows_writer_across_memtable_flushes(tmp_path: Path, name: str) -> None:
     path = tmp_path / "t"
     rng = np.random.default_rng(3)
     with (
-        RocksFeatureTable(path, 4) as w,
+        RocksFeatureTable(path, 4, codec=name) as w,
         RocksFeatureTable(path, 4, secondary_path=tmp_path / "sec") as r,
     ):
+        assert r.codec == name
         expected: dict[str, FeatureRecord] = {}
         for step in range(6):
             batch = {
@@ -130,7 +138,7 @@ def test_secondary_follows_writer_across_memtable_flushes(tmp_path: Path) -> Non
                 for k in rng.integers(0, 300, size=100)
             }
             w.commit(batch, {b"step": bytes([step])}, {("e", 0): step})
-            expected.update(batch)
+            expected.update({k: _stored(v, name) for k, v in batch.items()})
             if step % 2:
                 w._db.flush()  # noqa: SLF001 - force SST files + MANIFEST changes
             r.refresh()
@@ -147,16 +155,36 @@ def test_sync_writes_commit_and_reopen(tmp_path: Path) -> None:
         assert t.get("i:a") == _rec(1, 2) and t.offsets() == {("e", 3): 4}
 
 
-def test_large_batch_commit_round_trips(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", CODECS)
+def test_large_batch_commit_round_trips(tmp_path: Path, name: str) -> None:
     rng = np.random.default_rng(5)
     vecs = rng.standard_normal((5000, 32)).astype(np.float32)
+    want = quant.dequantize(*quant.quantize(vecs, name), name)
     ids = [f"i:{i:05d}" for i in range(5000)]
-    with RocksFeatureTable(tmp_path / "t", 32) as t:
+    with RocksFeatureTable(tmp_path / "t", 32, codec=name) as t:
         t.commit(
             {i: FeatureRecord(v, 1.0, 1, 1) for i, v in zip(ids, vecs, strict=True)},
             {b"s%05d" % i: bytes(1024) for i in range(5000)},
             {("e", 0): 4999},
         )
         got = t.get_many(ids[::-1])
-        assert np.array_equal(np.stack([g.vector for g in got]), vecs[::-1])
+        assert np.stack([g.vector for g in got]).tobytes() == want[::-1].tobytes()
         assert t.count() == 5000
+
+
+def test_new_table_records_its_codec_and_a_writer_without_one_keeps_it(tmp_path: Path) -> None:
+    path = tmp_path / "t"
+    with RocksFeatureTable(path, 2) as t:  # codec=None on a new table: float32
+        assert t.codec == "float32" and "codec='float32'" in repr(t)
+    with RocksFeatureTable(tmp_path / "q", 2, codec="float16") as t:
+        assert t.codec == "float16" and "codec='float16', mode=writer" in repr(t)
+    with _raw(tmp_path / "q") as db:
+        raw = db.get_column_family("meta")[codec.system_key("codec")]
+    assert quant.codec_from_id(codec.decode_offset(raw)) == "float16"
+    with RocksFeatureTable(tmp_path / "q", 2) as t, RocksFeatureTable(
+        tmp_path / "q", 2, read_only=True
+    ) as r:
+        assert (t.codec, r.codec) == ("float16", "float16")
+        with pytest.raises(BadRequest, match="i:a.*overflows float16"):
+            t.commit({"i:a": _rec(1, 70000)}, {}, {})
+        assert t.count() == 0
