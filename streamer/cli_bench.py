@@ -52,12 +52,13 @@ def _print_json(obj: Any) -> None:
 
 
 def _types(names: list[str] | None) -> list[Any]:
-    from streamer.topology import find_type
-    from topologies import TOPOLOGIES
+    """Return the types named NAME or NAME.vN (default: every declared type version)."""
+    from streamer.cli import _spec
+    from streamer.registry import declared_types, first_versions
 
     if not names:
-        return list(TOPOLOGIES)
-    return [find_type(TOPOLOGIES, n) for n in names]
+        return list(first_versions(declared_types()))
+    return [_spec(n) for n in names]
 
 
 def _table(rows: list[dict[str, Any]], title: str) -> None:
@@ -156,7 +157,11 @@ def bench_main(
 
     open_alerts = []
     checked, empty = [], []
-    for spec in _types(type_names):
+    from streamer.registry import declared_types, expand_refs
+
+    # every declared version (of NAME): a candidate's alerts count too
+    declared = declared_types()
+    for spec in expand_refs(declared, type_names) if type_names else declared:
         store = store_for(settings, spec)
         recs = read_results(store.dir / "results.jsonl")
         (checked if recs else empty).append(f"{spec.name} ({store.dir})")

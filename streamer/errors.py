@@ -57,6 +57,21 @@ class InvalidVector(StreamerError, ValueError):
     http_status = 422
 
 
+class RetiredType(StreamerError, KeyError):
+    """The requested type version is retired in the registry (``streamer types retire``)."""
+
+    http_status = 410
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class RegistryUnavailable(StreamerError, RuntimeError):
+    """The ``registry`` topic could not be read (broker unreachable or too slow)."""
+
+    http_status = 503
+
+
 class StateError(StreamerError, RuntimeError):
     """Persisted state is inconsistent or belongs to another type/version (operator must act)."""
 

@@ -58,7 +58,8 @@ on Wikipedia per-user recency scores test MRR 0.725 at batch 200 and 0.817 per e
 next to the leaderboard's "recency/popularity heuristic" at 0.821, so leaderboard numbers
 of those models are to be compared with per-event numbers.
 
-Embedding types (``topologies.TOPOLOGIES``) are trained fresh in-process from their
+Embedding types (the lowest declared version of each, ``registry.first_versions``) are
+trained fresh in-process from their
 declared ``algorithm`` and ``params`` and scored by their learner's ``score_matrix`` (the
 co-occurrence type combines vector similarity with the decayed user-item affinity and a
 popularity prior it keeps; see :meth:`~streamer.learn.cooccurrence.DecayedCooccurrence.
@@ -782,7 +783,7 @@ def run_linkpred(
         ``"wikipedia"``, ``"collegemsg"`` or ``"enron"`` (:data:`LINKPRED_DATASETS`).
     types
         Embedding types to evaluate; default every declared type
-        (``topologies.TOPOLOGIES``). Each is trained fresh in-process from its
+        (the lowest declared version of each name). Each is trained fresh in-process from its
         ``algorithm`` and ``params``.
     data_dir
         Folder holding the data sets (default: ``streamer.datasets.data_dirs``).
@@ -831,9 +832,9 @@ def run_linkpred(
         msg = f"edgebank_window must be 'test_span' or 'tgb', got {edgebank_window!r}"
         raise BadRequest(msg)
     if types is None:
-        from topologies import TOPOLOGIES
+        from streamer.registry import declared_types, first_versions
 
-        types = TOPOLOGIES
+        types = first_versions(declared_types())
     from streamer.learn.registry import build_learner
 
     names = [t.name for t in types]

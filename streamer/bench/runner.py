@@ -89,9 +89,9 @@ def held_out_edges(dataset: str, *, seed: int = 0, frac: float = HOLDOUT_FRAC,
 def _specs(types: Sequence[str | TopologySpec] | None,
            specs: Sequence[TopologySpec] | None) -> list[TopologySpec]:
     if specs is None:
-        from topologies import TOPOLOGIES
+        from streamer.registry import declared_types, first_versions
 
-        specs = TOPOLOGIES
+        specs = first_versions(declared_types())
     specs = tuple(specs)
     if types is None:
         return list(specs)
@@ -190,8 +190,8 @@ def run_task(
     batch_size
         Events per ``learn_many`` call.
     specs
-        The declared types (default ``topologies.TOPOLOGIES``); pass modified specs to
-        compare parameters.
+        The declared types (default: the lowest declared version of each type); pass
+        modified specs to compare parameters.
     snapshots
         ``stability`` only: snapshots taken at evenly spaced event counts (``>= 2``, the
         last at the end of the stream); the metrics are those of the last consecutive

@@ -101,8 +101,8 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
         if "engine" not in holder:
             producer = SinkProducer(settings.kafka_bootstrap)
             holder["producer"] = producer
-            publish = (EmbeddingPublisher(producer, settings.topic(spec.output_topic))
-                       if w.publish else None)
+            publish = (EmbeddingPublisher(producer, settings.topic(spec.output_topic),
+                                          spec.storage_codec) if w.publish else None)
             sched = None
             if bench.enabled:
                 sched = holder["scheduler"] = make_scheduler(settings, spec, bench,
@@ -266,10 +266,9 @@ def worker_group(settings: Settings, spec: TopologySpec) -> str:
     a group, or they split the partitions between them), else
     ``<topic_prefix>streamer-<type>-v<version>``.
     """
-    if settings.consumer_group:
-        return (settings.consumer_group.replace("{type}", spec.name)
-                .replace("{version}", str(spec.version)))
-    return f"{settings.topic_prefix}{spec.app_id}"
+    from streamer.registry import consumer_group_of
+
+    return consumer_group_of(spec, settings.consumer_group, settings.topic_prefix)
 
 
 def check_web_port(settings: Settings) -> None:
@@ -365,7 +364,8 @@ def publish_init(settings: Settings, spec: TopologySpec, init: InitFrom) -> None
     if not init.ids:
         return
     producer = SinkProducer(settings.kafka_bootstrap)
-    EmbeddingPublisher(producer, settings.topic(spec.output_topic))(init.ids, init.records)
+    publish = EmbeddingPublisher(producer, settings.topic(spec.output_topic), spec.storage_codec)
+    publish(init.ids, init.records)
     producer.flush()
     log.info('published warm start type="%s" ids=%d', spec.name, len(init.ids))
 
@@ -426,8 +426,12 @@ def run_worker(settings: Settings, spec: TopologySpec, *, loglevel: str = "info"
     ConfigError
         If the web port is taken or a topic has the wrong partition count.
     """
+    from streamer.registry import REGISTRY_TOPIC, register_version
+
     check_web_port(settings)
     check_bench(settings, spec)
+    # refuses a retired version; records created_at the first time this version runs
+    register_version(settings.kafka_bootstrap, settings.topic(REGISTRY_TOPIC), spec)
     ensure_worker_topics(settings, spec)
     if init is not None:
         publish_init(settings, spec, init)

@@ -55,7 +55,10 @@ class BenchBoard:
 
     def add(self, rec: dict[str, Any]) -> None:
         """Apply one record (``kind`` snapshot/result/error/alert/status; others ignored)."""
+        v = rec.get("version")
         t = str(rec.get("type", ""))
+        if isinstance(v, int) and not isinstance(v, bool):
+            t = f"{t}.v{v}"  # versions of one type side by side stay apart
         kind = rec.get("kind")
         with self._lock:
             self.records += 1
@@ -80,23 +83,40 @@ class BenchBoard:
                 out.append(a)
         return out
 
-    def for_type(self, name: str, limit: int = 200) -> dict[str, Any]:
-        """Return snapshots, latest result per task, recent results and alerts of a type."""
+    def for_type(self, name: str, limit: int = 200, version: int | None = None
+                 ) -> dict[str, Any]:
+        """Return snapshots, latest result per task, recent results and alerts of a type.
+
+        Records carrying a ``version`` are kept per ``name.vN``; ask for one with
+        ``version`` (records without a version are included in every answer).
+        """
+        if version is not None:
+            name = f"{name}.v{version}"
         with self._lock:
-            results = list(self._results.get(name, ()))
-            latest: dict[str, dict[str, Any]] = {}
-            for r in results:
-                if r.get("kind") == "result":
-                    key = r["task"] if not r.get("dataset") else f"{r['task']}:{r['dataset']}"
-                    latest[key] = r
-            return {
-                "type": name,
-                "snapshots": list(self._snapshots.get(name, ()))[-limit:],
-                "latest": latest,
-                "results": results[-limit:],
-                "alerts": list(self._alerts.get(name, ()))[-limit:],
-                "open_alerts": self._open(name),
-            }
+            return self._for_key(name, limit)
+
+    def _for_key(self, ref: str, limit: int) -> dict[str, Any]:
+        """Return the records of ``ref`` (``name`` or ``name.vN``; caller holds the lock)."""
+        base = ref.rsplit(".v", 1)[0] if ".v" in ref else None
+        keys = (ref,) if base is None else (base, ref)
+
+        def cat(d: dict[str, deque[dict[str, Any]]]) -> list[dict[str, Any]]:
+            return [r for k in keys for r in d.get(k, ())]
+
+        results = cat(self._results)
+        latest: dict[str, dict[str, Any]] = {}
+        for r in results:
+            if r.get("kind") == "result":
+                task = r["task"] if not r.get("dataset") else f"{r['task']}:{r['dataset']}"
+                latest[task] = r
+        return {
+            "type": ref,
+            "snapshots": cat(self._snapshots)[-limit:],
+            "latest": latest,
+            "results": results[-limit:],
+            "alerts": cat(self._alerts)[-limit:],
+            "open_alerts": [a for k in keys for a in self._open(k)],
+        }
 
     def alerts(self) -> dict[str, Any]:
         """Return every type's open alerts and the recent alert history."""

@@ -403,3 +403,26 @@ class ExampleLearner(OnlineLearner):
             self._count[e] = state["count"][k]
             self._publish(e)
         self._n_events = int(np.asarray(state["n_events"])[0])
+
+
+def _types() -> tuple:
+    """Types this plug-in declares (the ``streamer.types`` entry point).
+
+    ``demo-cooc`` v2 sits beside the built-in v1 (a candidate until promoted): the same
+    learner, int8 storage and a 5,000 event-second TTL (the demo's events are 1 s
+    apart). ``example-type`` runs this plug-in's own algorithm.
+    """
+    from streamer.topology import TopologySpec
+
+    return (
+        TopologySpec(name="demo-cooc", algorithm="cooc",
+                     params={"dim": 64, "half_life_s": 1e12, "seed": 7}, version=2,
+                     description="Demo v2: demo-cooc with int8 storage and a 5,000 s TTL.",
+                     owner="example-plugin", storage_codec="int8", ttl_s=5_000.0),
+        TopologySpec(name="example-type", algorithm="example", params={"dim": 16},
+                     description="The example plug-in's decayed means of random vectors.",
+                     owner="example-plugin"),
+    )
+
+
+TYPES = _types()
