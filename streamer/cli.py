@@ -48,11 +48,12 @@ def _settings() -> Any:
               "STREAMER_BENCH__TASKS='[\"stability\"]'")
 
 
-def _spec(name: str) -> Any:
-    from streamer.topology import find_type
-    from topologies import TOPOLOGIES
+def _spec(ref: str) -> Any:
+    """Resolve NAME (the live version) or NAME.vN among the declared types."""
+    from streamer.registry import REGISTRY_TOPIC, resolve_ref
 
-    return find_type(TOPOLOGIES, name)
+    settings = _settings()
+    return resolve_ref(settings.kafka_bootstrap, settings.topic(REGISTRY_TOPIC), ref)
 
 
 def _setup_logging(level: str) -> None:
@@ -133,12 +134,17 @@ def worker(
 @app.command()
 def serve(
     type_names: Annotated[list[str] | None, typer.Option(
-        "--type", help="Types to serve (repeatable; default: every declared type)")] = None,
+        "--type", help="Types to serve, NAME (every declared version; NAME answers with the "
+        "live one) or NAME.vN (repeatable; default: every declared type)")] = None,
     host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8080)", min=0,
                                              max=65535)] = None,
 ) -> None:
-    """Serve the HTTP API as a reader replica tailing embeddings.<type>.v<n> topics."""
+    """Serve the HTTP API as a reader replica tailing embeddings.<type>.v<n> topics.
+
+    Every declared version is served side by side; NAME resolves to the live version
+    (the registry topic, re-read every 2 s, so `streamer types promote` switches readers).
+    """
     from functools import partial
 
     import uvicorn
@@ -147,15 +153,26 @@ def serve(
     from streamer.index.hnsw import HnswIndex
     from streamer.index.kinded import KindedIndex
     from streamer.learn.registry import build_learner
+    from streamer.registry import (
+        REGISTRY_TOPIC,
+        consumer_group_of,
+        consumer_lag,
+        declared_types,
+        expand_refs,
+        read_registry,
+    )
     from streamer.serve.api import create_api
     from streamer.serve.benchboard import BenchBoard, BenchmarksTail
+    from streamer.serve.catalog import Catalog, RegistryPoller
     from streamer.serve.replica import EmbeddingTail
     from streamer.serve.served import ServedType
-    from topologies import TOPOLOGIES
+    from streamer.snapshot import store_for
 
     settings = _settings()
     idx = settings.index
-    specs = [_spec(n) for n in type_names] if type_names else list(TOPOLOGIES)
+    declared = declared_types()
+    # NAME: every declared version (the registry picks the live one per request)
+    specs = expand_refs(declared, type_names) if type_names else list(declared)
     served: dict[str, ServedType] = {}
     tails = []
     for spec in specs:
@@ -164,8 +181,9 @@ def serve(
             name=spec.name, version=spec.version, dim=dim, algorithm=spec.algorithm,
             description=spec.description, params=dict(spec.params),
             index=KindedIndex(dim, factory=partial(HnswIndex, **idx.hnsw_params())),
+            ttl_s=spec.ttl_s, snapshot_store=store_for(settings, spec),
         )
-        served[spec.name] = st
+        served[f"{spec.name}.v{spec.version}"] = st
         tail = EmbeddingTail(settings.kafka_bootstrap, settings.topic(spec.output_topic), st)
         tail.start()
         tails.append(tail)
@@ -174,7 +192,19 @@ def serve(
                                 board)
     bench_tail.start()
     tails.append(bench_tail)
-    api = create_api(served, token=settings.api_token, board=board)
+    catalog = Catalog(specs, served)
+    poller = RegistryPoller(
+        catalog,
+        partial(read_registry, settings.kafka_bootstrap, settings.topic(REGISTRY_TOPIC),
+                timeout_s=5.0),
+        lambda spec: consumer_lag(
+            settings.kafka_bootstrap,
+            consumer_group_of(spec, settings.consumer_group, settings.topic_prefix),
+            settings.topic(spec.source), timeout_s=5.0))
+    poller.poll_once()  # the live versions are known before the first request
+    poller.start()
+    tails.append(poller)
+    api = create_api(catalog, token=settings.api_token, board=board)
     h = host or settings.api_host
     p = settings.api_port if port is None else port
     err.print(f"serving {', '.join(served)} on http://{h}:{p}")
@@ -250,52 +280,54 @@ def neighbors(
 
 @app.command()
 def get(
-    type_name: Annotated[str, typer.Argument(help="Embedding type")],
-    ids: Annotated[list[str], typer.Argument(help="Namespaced ids (u:... / i:...)")],
+    type_name: Annotated[str, typer.Argument(help="Embedding type (NAME or NAME.vN)")],
+    ids: Annotated[list[str], typer.Argument(help="Namespaced ids (u:... / i:...), 1..1000")],
+    snapshot: Annotated[str | None, typer.Option(
+        "--snapshot", help="Read as of this snapshot id (a positive integer) instead of live")
+    ] = None,
+    include_expired: Annotated[bool, typer.Option(
+        "--include-expired", help="Print the vectors of expired ids too (TTL)")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the whole answer as one JSON object (type, version, ttl_s, "
+        "watermark, snapshot, items) instead of one JSON line per id")] = False,
     api: Annotated[str, typer.Option(help="API base URL", envvar="STREAMER_API_URL")] =
         "http://127.0.0.1:8080",
 ) -> None:
-    """Print vectors (JSON lines) of ids from a running `streamer serve`."""
-    from streamer.client import Client
-    from streamer.serve.served import check_entity_id
+    """Print vectors of ids from a running `streamer serve`: one JSON line per id.
 
-    for i in ids:
-        check_entity_id(i)
+    Each line: id, status (fresh | expired | missing), found, expired, vector (null if
+    missing, or expired without --include-expired), updated_at (event seconds),
+    update_count, model_version.
+    """
+    from streamer.client import Client
+    from streamer.serve.served import check_ids
+    from streamer.serve.snapshots import parse_snapshot_id
+
+    check_ids(ids)
+    sid = None if snapshot is None else parse_snapshot_id(snapshot)
     settings = _settings()
     with Client(api, token=settings.api_token) as c:
-        for item in c.get(type_name, ids):
-            out.print(json.dumps(item), soft_wrap=True, highlight=False)
-
-
-@app.command("types")
-def types_cmd(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
-) -> None:
-    """List the declared embedding types."""
-    from topologies import TOPOLOGIES
-
-    rows = [{"name": s.name, "version": s.version, "algorithm": s.algorithm,
-             "topic": s.output_topic, "params": dict(s.params), "description": s.description}
-            for s in TOPOLOGIES]
+        answer = c.read(type_name, ids, snapshot=sid, include_expired=include_expired)
     if as_json:
-        out.print_json(json.dumps(rows))
+        out.print(json.dumps(answer), soft_wrap=True, highlight=False)
         return
-    table = Table(title="embedding types")
-    for col in ("name", "version", "algorithm", "topic", "params"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["name"], str(r["version"]), r["algorithm"], r["topic"],
-                      json.dumps(r["params"]))
-    out.print(table)
+    snap = answer.get("snapshot")
+    if snap:
+        err.print(f"{answer.get('type')} v{answer.get('version')} as of snapshot {snap['id']} "
+                  f"(event time {snap['event_time']})", highlight=False, soft_wrap=True)
+    for item in answer["items"]:
+        out.print(json.dumps(item), soft_wrap=True, highlight=False)
 
 
 def _register() -> None:
     from streamer.cli_bench import bench_app, snapshot_cmd
+    from streamer.cli_types import types_app
     from streamer.export import export_cmd
 
     app.command("snapshot")(snapshot_cmd)
     app.command("export")(export_cmd)
     app.add_typer(bench_app, name="bench")
+    app.add_typer(types_app, name="types")
 
 
 _register()

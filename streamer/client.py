@@ -5,16 +5,19 @@ Examples
 >>> c = Client("http://127.0.0.1:8080")          # doctest: +SKIP
 >>> c.neighbours("wiki-cooc", "i:8300", k=5)     # doctest: +SKIP
 [('i:8301', 0.93), ...]
+>>> [(i["id"], i["status"]) for i in c.get("wiki-cooc", ["i:8300", "i:nope"])]  # doctest: +SKIP
+[('i:8300', 'fresh'), ('i:nope', 'missing')]
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 from urllib.parse import quote
 
 import httpx
 
+from streamer import errors
 from streamer.errors import BadRequest, StreamerError, UnknownEntity, UnknownType
 
 
@@ -24,6 +27,32 @@ class ApiError(StreamerError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class Unauthorized(ApiError):
+    """401: the bearer token is missing or wrong (``--token`` / ``STREAMER_API_TOKEN``)."""
+
+    http_status: ClassVar[int] = 401
+
+
+class Neighbour(NamedTuple):
+    """One neighbour as answered: id, cosine similarity, and whether it is expired (TTL)."""
+
+    id: str
+    score: float
+    expired: bool
+
+
+def _error_class(code: object) -> type[StreamerError] | None:
+    """Return the StreamerError subclass the server named in ``"code"``, if we know it."""
+    if code == "UnknownSnapshot":
+        from streamer.serve.snapshots import UnknownSnapshot
+
+        return UnknownSnapshot
+    cls = getattr(errors, code, None) if isinstance(code, str) else None
+    if isinstance(cls, type) and issubclass(cls, StreamerError):
+        return cls
+    return None
 
 
 class Client:
@@ -40,8 +69,13 @@ class Client:
 
     Raises
     ------
-    UnknownType, UnknownEntity, BadRequest, ApiError
-        Mapped from the server's 404/400/422/other answers, with its one-line message.
+    Unauthorized
+        401: missing or wrong token.
+    UnknownType, UnknownEntity, UnknownSnapshot, BadRequest, DimensionMismatch, InvalidVector
+        The error the server named (``"code"``), with its one-line message; a 4xx
+        without a code maps to UnknownEntity (404) or BadRequest (400/422).
+    ApiError
+        Any other error status.
     """
 
     def __init__(self, base_url: str, *, token: str | None = None, timeout_s: float = 10.0):
@@ -71,16 +105,25 @@ class Client:
                 raise ApiError(r.status_code, msg)
             return body
         msg = body.get("error") if isinstance(body, dict) else None
-        if not msg:
+        if not msg or not isinstance(msg, str):
             msg = (f"{r.request.url} answered {r.status_code} "
                    f"({r.reason_phrase or 'error'}); is --api pointing at `streamer serve`?")
+        if r.status_code == 401:
+            raise Unauthorized(401, msg)
+        cls = _error_class(body.get("code")) if isinstance(body, dict) else None
+        if cls is not None:
+            raise cls(msg)
         if r.status_code == 404:
-            if "type" in msg and "unknown embedding type" in msg:
+            if "unknown embedding type" in msg:  # servers from before error codes
                 raise UnknownType(msg)
             raise UnknownEntity(msg)
         if r.status_code in (400, 422):
             raise BadRequest(msg)
         raise ApiError(r.status_code, msg)
+
+    @staticmethod
+    def _type_path(type_name: str, tail: str) -> str:
+        return f"/v1/types/{quote(type_name, safe='')}/{tail}"
 
     def health(self) -> dict[str, Any]:
         """Return ``/health``."""
@@ -90,29 +133,104 @@ class Client:
         """Return the served types with metadata and freshness."""
         return _field(self._check(self._http.get("/v1/types")), "types")
 
-    def get(self, type_name: str, ids: Sequence[str]) -> list[dict[str, Any]]:
-        """Batch get: one dict per id (``found``, ``vector``, ``updated_at``, ...)."""
-        body = {"ids": list(ids)}
-        path = f"/v1/types/{quote(type_name, safe='')}/embeddings"
-        return _field(self._check(self._http.post(path, json=body)), "items")
+    def read(self, type_name: str, ids: Sequence[str], *, snapshot: int | str | None = None,
+             include_expired: bool = False) -> dict[str, Any]:
+        """Batch get, the whole answer (items as :meth:`get`).
 
-    def neighbours(self, type_name: str, entity: str, k: int = 10,
-                   kind: str | None = None) -> list[tuple[str, float]]:
-        """Return up to ``k`` ``(id, cosine similarity)`` nearest to ``entity``'s vector."""
+        Keys: ``type``, ``version``, ``ttl_s``, ``watermark``, ``snapshot``, ``items``.
+        ``watermark`` is the event time expiry is judged against (the live type's, or
+        the snapshot's); ``snapshot`` is ``None`` or ``{"id", "event_time",
+        "created_at"}``.
+        """
+        body: dict[str, Any] = {"ids": list(ids)}
+        if snapshot is not None:
+            body["snapshot"] = snapshot
+        if include_expired:
+            body["include_expired"] = True
+        data = self._check(self._http.post(self._type_path(type_name, "embeddings"),
+                                           json=body))
+        _field(data, "items")
+        return data
+
+    def get(self, type_name: str, ids: Sequence[str], *, snapshot: int | str | None = None,
+            include_expired: bool = False) -> list[dict[str, Any]]:
+        """Batch get: one dict per id, in order.
+
+        Parameters
+        ----------
+        type_name
+            ``NAME`` (the live version) or ``NAME.vN``.
+        ids
+            1..1000 namespaced ids.
+        snapshot
+            Read as of this snapshot id (see :meth:`snapshots`) instead of live.
+        include_expired
+            Return the vectors of expired ids too (still marked expired).
+
+        Returns
+        -------
+        list of dict
+            ``{"id", "status", "found", "expired", "vector", "updated_at",
+            "update_count", "model_version"}``: ``status`` is ``"fresh"``,
+            ``"expired"`` or ``"missing"``; ``vector`` is a list of ``dim`` floats or
+            ``None`` (missing, or expired without ``include_expired``).
+        """
+        return self.read(type_name, ids, snapshot=snapshot,
+                         include_expired=include_expired)["items"]
+
+    def snapshots(self, type_name: str) -> list[dict[str, Any]]:
+        """Return the type's snapshots, oldest first.
+
+        Each is ``{"id", "event_time", "events_applied", "created_at", "entities",
+        "trigger"}`` (event time in event seconds, ``created_at`` in wall seconds).
+        """
+        return _field(self._check(self._http.get(self._type_path(type_name, "snapshots"))),
+                      "snapshots")
+
+    def neighbours_flagged(self, type_name: str, entity: str, k: int = 10,
+                           kind: str | None = None, *, fresh_only: bool = False
+                           ) -> list[Neighbour]:
+        """Return up to ``k`` neighbours of ``entity``'s vector with their expiry flag.
+
+        ``fresh_only`` leaves expired neighbours out (the server searches deeper so
+        that ``k`` fresh ones come back when they exist).
+        """
         params: dict[str, Any] = {"k": k}
         if kind:
             params["kind"] = kind
-        path = f"/v1/types/{quote(type_name, safe='')}/neighbours/{quote(entity, safe=':')}"
-        data = self._check(self._http.get(path, params=params))
-        return [(n["id"], n["score"]) for n in _field(data, "neighbours")]
+        if fresh_only:
+            params["fresh_only"] = "true"
+        path = self._type_path(type_name, f"neighbours/{quote(entity, safe=':')}")
+        return _neighbours(self._check(self._http.get(path, params=params)))
+
+    def neighbours(self, type_name: str, entity: str, k: int = 10,
+                   kind: str | None = None, *, fresh_only: bool = False
+                   ) -> list[tuple[str, float]]:
+        """Return up to ``k`` ``(id, cosine similarity)`` nearest to ``entity``'s vector."""
+        return [(n.id, n.score) for n in self.neighbours_flagged(
+            type_name, entity, k, kind, fresh_only=fresh_only)]
+
+    def neighbours_by_vector_flagged(self, type_name: str, vector: Sequence[float],
+                                     k: int = 10, kind: str | None = None, *,
+                                     fresh_only: bool = False) -> list[Neighbour]:
+        """Return up to ``k`` neighbours of ``vector`` (``dim`` floats) with expiry flags."""
+        body: dict[str, Any] = {"vector": [float(x) for x in vector], "k": k, "kind": kind,
+                                "fresh_only": fresh_only}
+        return _neighbours(self._check(self._http.post(self._type_path(type_name,
+                                                                       "neighbours"),
+                                                       json=body)))
 
     def neighbours_by_vector(self, type_name: str, vector: Sequence[float], k: int = 10,
-                             kind: str | None = None) -> list[tuple[str, float]]:
+                             kind: str | None = None, *, fresh_only: bool = False
+                             ) -> list[tuple[str, float]]:
         """Return up to ``k`` ``(id, cosine similarity)`` nearest to ``vector``."""
-        body: dict[str, Any] = {"vector": [float(x) for x in vector], "k": k, "kind": kind}
-        path = f"/v1/types/{quote(type_name, safe='')}/neighbours"
-        data = self._check(self._http.post(path, json=body))
-        return [(n["id"], n["score"]) for n in _field(data, "neighbours")]
+        return [(n.id, n.score) for n in self.neighbours_by_vector_flagged(
+            type_name, vector, k, kind, fresh_only=fresh_only)]
+
+
+def _neighbours(data: dict[str, Any]) -> list[Neighbour]:
+    return [Neighbour(n["id"], n["score"], bool(n.get("expired", False)))
+            for n in _field(data, "neighbours")]
 
 
 def _field(body: dict[str, Any], key: str) -> Any:

@@ -80,7 +80,7 @@ def run_demo(
     served = ServedType(name=spec.name, version=spec.version, dim=dim,
                         index=KindedIndex(dim, factory=HnswIndex),
                         algorithm=spec.algorithm, description=spec.description,
-                        params=dict(spec.params))
+                        params=dict(spec.params), ttl_s=spec.ttl_s)
     ids, recs = [], []
     for entity, rec in engine.table.iter_features():
         ids.append(entity)

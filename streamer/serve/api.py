@@ -3,15 +3,21 @@
 Routes (JSON; ids are namespaced: ``u:<user_id>`` or ``i:<item_id>``):
 
 * ``GET  /health``, ``GET /v1/types``, ``GET /v1/types/{type}``
-* ``GET  /v1/types/{type}/embeddings?ids=ID&ids=ID`` and ``POST`` with ``{"ids": [...]}``
-* ``GET  /v1/types/{type}/neighbours/{id}?k=10&kind=item``
-* ``POST /v1/types/{type}/neighbours`` with ``{"vector": [...], "k": 10, "kind": "item"}``
+* ``GET  /v1/types/{type}/embeddings?ids=ID&ids=ID[&snapshot=3][&include_expired=true]``
+  and ``POST`` with ``{"ids": [...], "snapshot": 3, "include_expired": false}``: each item
+  ``fresh``/``expired``/``missing`` (TTL in event time), live or as of a snapshot
+* ``GET  /v1/types/{type}/snapshots``: the snapshot ids with event time and events applied
+* ``GET  /v1/types/{type}/neighbours/{id}?k=10&kind=item&fresh_only=true``
+* ``POST /v1/types/{type}/neighbours`` with
+  ``{"vector": [...], "k": 10, "kind": "item", "fresh_only": false}``
 * ``GET  /v1/types/{type}/benchmarks?limit=200``: snapshots, latest result per task,
   results, alerts and open alerts (from the ``benchmarks`` topic)
 * ``GET  /v1/alerts``: open drift alerts of every type, and their history
 
 Every :class:`streamer.errors.StreamerError` maps to its ``http_status`` with
-``{"error": "<one line>"}``; validation errors are 422 with a one-line message.
+``{"error": "<one line>", "code": "<error class name>"}``; request validation errors
+(malformed JSON, a missing or mistyped field) are 422 with ``"code": "BadRequest"``,
+and a missing or wrong token is 401 with ``"code": "Unauthorized"``.
 An optional bearer token (``STREAMER_API_TOKEN``) is required on every route but /health.
 """
 
@@ -19,34 +25,73 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
+import orjson
 from fastapi import FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, StrictBool
 
 from streamer.errors import StreamerError, UnknownType
+from streamer.registry import latest_scores
 from streamer.serve.benchboard import BenchBoard
+from streamer.serve.catalog import Catalog
 from streamer.serve.page import install_page
-from streamer.serve.served import MAX_IDS, MAX_K, ServedType
+from streamer.serve.served import Neighbour, ServedType
 
 #: Routes served without the bearer token: liveness, and the discovery page's static shell.
 PUBLIC_PATHS = frozenset({"/health", "/"})
 
 
 class IdsBody(BaseModel):
-    """Body of a batch get."""
+    """Body of a batch get: ``{"ids": [...], "snapshot": 3, "include_expired": false}``.
 
-    ids: list[str] = Field(..., min_length=1, max_length=MAX_IDS)
+    ``ids`` and ``snapshot`` are checked by :meth:`ServedType.read` (400 naming the bad
+    id, the batch limit or the bad snapshot id); unknown fields are refused (422).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[Any]
+    snapshot: Any = None
+    include_expired: StrictBool = False
 
 
 class VectorQuery(BaseModel):
-    """Body of a neighbours-by-vector query."""
+    """Body of a neighbours-by-vector query (``k`` is checked by the served type: 400)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     vector: list[float]
-    k: int = Field(10, ge=1, le=MAX_K)
+    k: int = 10
     kind: Literal["user", "item"] | None = None
+    fresh_only: StrictBool = False
+
+
+def _orjson(payload: object) -> Response:
+    """Return a JSON response serialised by orjson (numpy vectors as is, no jsonable_encoder)."""
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+                    media_type="application/json")
+
+
+def _neighbours_json(res: list[Neighbour]) -> list[dict[str, object]]:
+    return [{"id": n.id, "score": n.score, "expired": n.expired} for n in res]
+
+
+def _validation_message(errors: list[Any]) -> str:
+    """One line for a request validation error: where, and what was expected."""
+    first = errors[0] if errors else {}
+    loc = tuple(first.get("loc", ()))
+    if first.get("type") == "json_invalid":
+        why = (first.get("ctx") or {}).get("error", "JSON decode error")
+        at = f" at character {loc[1]}" if len(loc) > 1 else ""
+        return f"malformed JSON body: {why}{at}; expected a JSON object"
+    if first.get("type") == "missing" and loc == ("body",):
+        return "missing JSON body; expected a JSON object"
+    where = ".".join(str(p) for p in loc)
+    return f"invalid {where}: {first.get('msg', 'bad request')}"
 
 
 def create_api(types: Mapping[str, ServedType], *, token: str | None = None,
@@ -68,14 +113,13 @@ def create_api(types: Mapping[str, ServedType], *, token: str | None = None,
 
     @app.exception_handler(StreamerError)
     async def _streamer_error(request: Request, exc: StreamerError) -> JSONResponse:  # noqa: ARG001
-        return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
+        return JSONResponse({"error": str(exc), "code": type(exc).__name__},
+                            status_code=exc.http_status)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:  # noqa: ARG001
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        msg = f"invalid {where}: {first.get('msg', 'bad request')}"
-        return JSONResponse({"error": msg}, status_code=422)
+        msg = _validation_message(list(exc.errors()))
+        return JSONResponse({"error": msg, "code": "BadRequest"}, status_code=422)
 
     if token:
         expected = f"Bearer {token}".encode()
@@ -86,11 +130,18 @@ def create_api(types: Mapping[str, ServedType], *, token: str | None = None,
             if request.url.path not in PUBLIC_PATHS:
                 got = request.headers.get("authorization", "").encode()
                 if not hmac.compare_digest(got, expected):
-                    return JSONResponse({"error": "missing or wrong bearer token"},
-                                        status_code=401)
+                    why = "wrong" if got else "missing"
+                    return JSONResponse(
+                        {"error": f"{why} bearer token; expected 'Authorization: Bearer "
+                                  "<STREAMER_API_TOKEN>'", "code": "Unauthorized"},
+                        status_code=401, headers={"WWW-Authenticate": "Bearer"})
             return await call_next(request)
 
+    catalog = types if isinstance(types, Catalog) else None
+
     def served(name: str) -> ServedType:
+        if catalog is not None:  # NAME (live version) or NAME.vN, through the registry
+            return catalog.resolve(name)
         t = types.get(name)
         if t is None:
             known = ", ".join(sorted(types)) or "(none)"
@@ -98,48 +149,74 @@ def create_api(types: Mapping[str, ServedType], *, token: str | None = None,
             raise UnknownType(msg)
         return t
 
-    def rec_json(entity: str, rec: object) -> dict[str, object]:
-        if rec is None:
-            return {"id": entity, "found": False}
-        return {"id": entity, "found": True, "vector": rec.vector.tolist(),  # type: ignore[attr-defined]
-                "updated_at": rec.updated_at, "update_count": rec.update_count,  # type: ignore[attr-defined]
-                "model_version": rec.model_version}  # type: ignore[attr-defined]
-
     @app.get("/health")
     def health() -> dict[str, object]:
         return {"status": "ok", "types": {n: t.caught_up for n, t in types.items()}}
 
+    def scores(t: ServedType) -> dict[str, object]:
+        latest = board.for_type(t.name, 1, version=t.version)["latest"]
+        return latest_scores(latest.values())
+
+    def describe_one(t: ServedType) -> dict[str, object]:
+        if catalog is None:
+            return t.describe()
+        return catalog.entry(t, scores(t))
+
     @app.get("/v1/types")
     def list_types() -> dict[str, object]:
-        return {"types": [t.describe() for _, t in sorted(types.items())]}
+        if catalog is None:
+            return {"types": [t.describe() for _, t in sorted(types.items())]}
+        # every served version (live, candidate and retired), live ones first
+        entries = [describe_one(t) for _, t in sorted(catalog.versions().items())]
+        entries.sort(key=lambda e: (e["status"] != "live", e["name"], e["version"]))
+        return {"types": entries, "registry_error": catalog.registry_error}
 
     @app.get("/v1/types/{name}")
     def describe(name: str) -> dict[str, object]:
-        return served(name).describe()
+        return describe_one(served(name))
 
-    @app.get("/v1/types/{name}/embeddings")
-    def get_embeddings(name: str, ids: list[str] = Query(...)) -> dict[str, object]:  # noqa: B008
+    # The batch get is the hot path: it answers with orjson bytes (numpy vectors as is,
+    # no jsonable_encoder) and runs on the event loop, skipping the threadpool hop; a
+    # live read only takes ServedType's short dict lock. A read as of a snapshot may
+    # touch the disk (first open, page faults), so it runs in the threadpool.
+    async def batch_get(name: str, ids: list[Any], snapshot: object,
+                        include_expired: bool) -> Response:
         t = served(name)
-        return {"type": name, "items": [rec_json(i, r) for i, r in zip(ids, t.get_many(ids),
-                                                                       strict=True)]}
+        if snapshot is None:
+            return _orjson(t.read(ids, include_expired=include_expired))
+        answer = await run_in_threadpool(t.read, ids, snapshot=snapshot,
+                                         include_expired=include_expired)
+        return _orjson(answer)
 
-    @app.post("/v1/types/{name}/embeddings")
-    def post_embeddings(name: str, body: IdsBody) -> dict[str, object]:
+    @app.get("/v1/types/{name}/embeddings", response_class=Response)
+    async def get_embeddings(name: str, ids: list[str] = Query(...),  # noqa: B008
+                             snapshot: str | None = None,
+                             include_expired: bool = False) -> Response:
+        return await batch_get(name, ids, snapshot, include_expired)
+
+    @app.post("/v1/types/{name}/embeddings", response_class=Response)
+    async def post_embeddings(name: str, body: IdsBody) -> Response:
+        return await batch_get(name, body.ids, body.snapshot, body.include_expired)
+
+    @app.get("/v1/types/{name}/snapshots")
+    def snapshots(name: str) -> dict[str, object]:
         t = served(name)
-        return {"type": name, "items": [rec_json(i, r) for i, r in
-                                        zip(body.ids, t.get_many(body.ids), strict=True)]}
+        return {"type": t.name, "version": t.version, "snapshots": t.snapshots()}
 
     @app.get("/v1/types/{name}/neighbours/{entity:path}")
     def neighbours(name: str, entity: str, k: int = 10,
-                   kind: Literal["user", "item"] | None = None) -> dict[str, object]:
-        res = served(name).neighbours_by_id(entity, k, kind)
-        return {"type": name, "id": entity, "k": k, "kind": kind,
-                "neighbours": [{"id": i, "score": s} for i, s in res]}
+                   kind: Literal["user", "item"] | None = None,
+                   fresh_only: bool = False) -> dict[str, object]:
+        t = served(name)
+        res = t.neighbours_by_id(entity, k, kind, fresh_only=fresh_only)
+        return {"type": t.name, "version": t.version, "id": entity, "k": k, "kind": kind,
+                "fresh_only": fresh_only, "ttl_s": t.ttl_s, "watermark": t.watermark,
+                "neighbours": _neighbours_json(res)}
 
     @app.get("/v1/types/{name}/benchmarks")
     def benchmarks(name: str, limit: int = Query(200, ge=1, le=2000)) -> dict[str, object]:
-        served(name)
-        return board.for_type(name, limit)
+        t = served(name)
+        return board.for_type(t.name, limit, version=t.version)
 
     @app.get("/v1/alerts")
     def alerts() -> dict[str, object]:
@@ -147,9 +224,11 @@ def create_api(types: Mapping[str, ServedType], *, token: str | None = None,
 
     @app.post("/v1/types/{name}/neighbours")
     def neighbours_by_vector(name: str, body: VectorQuery) -> dict[str, object]:
-        res = served(name).neighbours_by_vector(body.vector, body.k, body.kind)
-        return {"type": name, "k": body.k, "kind": body.kind,
-                "neighbours": [{"id": i, "score": s} for i, s in res]}
+        t = served(name)
+        res = t.neighbours_by_vector(body.vector, body.k, body.kind, fresh_only=body.fresh_only)
+        return {"type": t.name, "version": t.version, "k": body.k, "kind": body.kind,
+                "fresh_only": body.fresh_only, "ttl_s": t.ttl_s, "watermark": t.watermark,
+                "neighbours": _neighbours_json(res)}
 
     install_page(app)
     return app

@@ -1,78 +1,69 @@
-"""HTTP API and CLI over real HTTP (uvicorn on a loopback port), no Kafka needed."""
+"""HTTP API: shapes, TTL, snapshot reads and every kind of bad input.
+
+In-process (FastAPI's TestClient) for the validation table; over real HTTP (uvicorn on
+a loopback port, real httpx and :class:`streamer.client.Client`) for the client's error
+mapping and the CLI. No Kafka needed.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
+import typer
+from fastapi.testclient import TestClient
+from served_server import DIM, IDS, T0, TTL, Server, expired_ids, make_served, records
+from served_server import write_snapshot as _write_snapshot
 
-from streamer.client import Client
-from streamer.errors import BadRequest, UnknownEntity, UnknownType
-from streamer.index.exact import ExactIndex
-from streamer.index.kinded import KindedIndex
+from streamer.client import Client, Unauthorized
+from streamer.errors import BadRequest, DimensionMismatch, UnknownEntity, UnknownType
 from streamer.serve.api import create_api
-from streamer.serve.served import ServedType
-from streamer.store.base import FeatureRecord
+from streamer.serve.served import MAX_IDS, MAX_K
+from streamer.serve.snapshots import UnknownSnapshot
 from streamer.testing.procs import free_port
 
-DIM = 8
-
-
-def _served() -> ServedType:
-    st = ServedType(name="t", version=1, dim=DIM, index=KindedIndex(DIM, factory=ExactIndex))
-    rng = np.random.default_rng(0)
-    ids = [f"u:{i}" for i in range(20)] + [f"i:{i}" for i in range(29)] + ["i:a/b?c#d %"]
-    recs = [FeatureRecord(vector=rng.standard_normal(DIM).astype(np.float32), updated_at=1e9 + i,
-                          update_count=i + 1, model_version=1) for i in range(len(ids))]
-    st.apply(ids, recs)
-    st.caught_up = True
-    return st
-
-
-class _Server:
-    def __init__(self, token: str | None = None):
-        self.served = _served()
-        self.port = free_port()
-        cfg = uvicorn.Config(create_api({"t": self.served}, token=token), host="127.0.0.1",
-                             port=self.port, log_level="warning")
-        self.server = uvicorn.Server(cfg)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> _Server:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+TOKEN = "s3cret"
 
 
 @pytest.fixture(scope="module")
 def server():
-    with _Server() as s:
+    with Server(make_served()) as s:
         yield s
 
+
+@pytest.fixture(scope="module")
+def snapshot_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("snaps")
+    sid = _write_snapshot(root, IDS, records(seed=1), events_applied=77)
+    assert sid == "000001"
+    return root
+
+
+@pytest.fixture(scope="module")
+def app(snapshot_root):
+    """Type ``t`` with a TTL and one snapshot; no token."""
+    return create_api({"t": make_served(ttl_s=TTL, snapshot_root=snapshot_root)})
+
+
+@pytest.fixture(scope="module")
+def api(app):
+    with TestClient(app) as c:
+        yield c
+
+
+# ------------------------------------------------------------------- happy paths (HTTP)
 
 def test_neighbours_by_id_match_exact_cosine(server):
     with Client(server.url) as c:
         res = c.neighbours("t", "u:3", k=5, kind="item")
     v = server.served.get_many(["u:3"])[0].vector
-    items = [f"i:{i}" for i in range(29)] + ["i:a/b?c#d %"]
+    items = [e for e in IDS if e.startswith("i:")]
     m = np.stack([r.vector for r in server.served.get_many(items)])
     cos = m @ v / (np.linalg.norm(m, axis=1) * np.linalg.norm(v))
     want = [items[j] for j in np.argsort(-cos)[:5]]
@@ -87,32 +78,304 @@ def test_neighbours_by_vector_and_batch_get(server):
         assert res[0][0] == "i:7" and abs(res[0][1] - 1.0) < 1e-5
         got = c.get("t", ["i:7", "u:1", "i:999"])
         assert [g["found"] for g in got] == [True, True, False]
-        assert np.allclose(got[0]["vector"], vec)
-        assert got[1]["update_count"] == 2
+        assert [g["status"] for g in got] == ["fresh", "fresh", "missing"]
+        assert np.array_equal(np.asarray(got[0]["vector"], np.float32), vec)
+        assert got[1]["update_count"] == 2 and got[1]["updated_at"] == T0 + 1
+        assert got[2]["vector"] is None and got[2]["expired"] is False
         types = c.types()
-        assert types[0]["name"] == "t" and types[0]["entities"] == 50
+        assert types[0]["name"] == "t" and types[0]["entities"] == len(IDS)
+        assert types[0]["ttl_s"] is None
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status", "fragment"), [
+def test_batch_answer_vectors_are_exact_float32_for_get_and_post(api):
+    want = {e: r.vector for e, r in zip(IDS, records(), strict=True)}
+    fresh = [e for e in IDS if e not in expired_ids()]
+    post = api.post("/v1/types/t/embeddings", json={"ids": IDS, "include_expired": True})
+    get = api.get("/v1/types/t/embeddings", params={"ids": fresh})
+    assert post.status_code == 200 and get.status_code == 200
+    assert post.headers["content-type"] == "application/json"
+    for item in post.json()["items"] + get.json()["items"]:
+        assert np.array_equal(np.asarray(item["vector"], np.float32), want[item["id"]])
+
+
+def test_batch_answer_shape(api):
+    r = api.post("/v1/types/t/embeddings", json={"ids": ["i:28", "u:0", "i:nope"]})
+    body = r.json()
+    assert set(body) == {"type", "version", "ttl_s", "watermark", "snapshot", "items"}
+    assert (body["type"], body["version"], body["ttl_s"]) == ("t", 1, TTL)
+    assert body["watermark"] == T0 + len(IDS) - 1 and body["snapshot"] is None
+    keys = {"id", "status", "found", "expired", "vector", "updated_at", "update_count",
+            "model_version"}
+    assert all(set(item) == keys for item in body["items"])
+    fresh, old, missing = body["items"]
+    assert (fresh["status"], fresh["found"], fresh["expired"]) == ("fresh", True, False)
+    assert len(fresh["vector"]) == DIM
+    assert (old["status"], old["found"], old["expired"], old["vector"]) == (
+        "expired", True, True, None)
+    assert old["updated_at"] == T0 and old["update_count"] == 1
+    assert (missing["status"], missing["found"], missing["vector"]) == ("missing", False, None)
+
+
+def test_expired_vectors_only_on_request_and_never_fresh(api):
+    old = sorted(expired_ids())[:5]
+    for include, query in ((False, {}), (True, {"include_expired": "true"})):
+        post = api.post("/v1/types/t/embeddings",
+                        json={"ids": old, "include_expired": include}).json()["items"]
+        get = api.get("/v1/types/t/embeddings", params={"ids": old, **query}).json()["items"]
+        for items in (post, get):
+            assert all(i["status"] == "expired" and i["expired"] for i in items)
+            assert all((i["vector"] is not None) == include for i in items)
+
+
+def test_neighbours_flag_expired_and_fresh_only_fills_k(api):
+    r = api.get("/v1/types/t/neighbours/i:28", params={"k": 29}).json()
+    old = expired_ids()
+    assert r["ttl_s"] == TTL and r["fresh_only"] is False
+    assert all(n["expired"] == (n["id"] in old) for n in r["neighbours"])
+    assert any(n["expired"] for n in r["neighbours"][:5])
+    fresh = api.get("/v1/types/t/neighbours/i:28", params={"k": 5, "fresh_only": "true"})
+    got = fresh.json()["neighbours"]
+    want = [n["id"] for n in r["neighbours"] if not n["expired"]][:5]
+    assert [n["id"] for n in got] == want and len(got) == 5
+    vec = records()[IDS.index("i:28")].vector.tolist()
+    byvec = api.post("/v1/types/t/neighbours", json={"vector": vec, "k": 5,
+                                                     "fresh_only": True}).json()
+    assert [n["id"] for n in byvec["neighbours"]] == ["i:28", *want[:4]]
+
+
+def test_reads_as_of_a_snapshot_name_it_and_use_its_watermark(api):
+    snap_recs = dict(zip(IDS, records(seed=1), strict=True))
+    r = api.get("/v1/types/t/embeddings",
+                params={"ids": ["i:28", "u:0"], "snapshot": "1", "include_expired": "true"})
+    body = r.json()
+    assert r.status_code == 200, body
+    assert body["snapshot"] == {"id": "000001", "event_time": T0 + len(IDS) - 1,
+                                "created_at": 5.0}
+    assert body["watermark"] == T0 + len(IDS) - 1
+    fresh, old = body["items"]
+    assert np.array_equal(np.asarray(fresh["vector"], np.float32), snap_recs["i:28"].vector)
+    assert not np.array_equal(np.asarray(fresh["vector"], np.float32),
+                              records()[IDS.index("i:28")].vector)  # not the live one
+    assert old["status"] == "expired" and old["vector"] is not None
+    post = api.post("/v1/types/t/embeddings", json={"ids": ["i:28"], "snapshot": 1}).json()
+    assert post["items"][0]["vector"] == fresh["vector"]
+
+
+def test_snapshot_listing(api):
+    r = api.get("/v1/types/t/snapshots").json()
+    assert r["type"] == "t" and r["version"] == 1
+    assert r["snapshots"] == [{"id": "000001", "event_time": T0 + len(IDS) - 1,
+                               "events_applied": 77, "created_at": 5.0,
+                               "entities": len(IDS), "trigger": "manual"}]
+
+
+def test_batch_route_bypasses_fastapi_serialisation(app, monkeypatch):
+    """The batch get answers with orjson bytes: FastAPI's response serialisation
+    (response-model validation, jsonable_encoder) never runs for it."""
+    import fastapi.routing
+
+    calls: list[object] = []
+    real = fastapi.routing.serialize_response
+
+    async def spy(*args, **kwargs):
+        calls.append(kwargs.get("response_content"))
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "serialize_response", spy)
+    with TestClient(app) as c:
+        assert c.post("/v1/types/t/embeddings", json={"ids": IDS}).status_code == 200
+        assert c.get("/v1/types/t/embeddings", params={"ids": IDS[:3]}).status_code == 200
+        assert calls == []
+        assert c.get("/v1/types/t/snapshots").status_code == 200  # a dict route does use it
+        assert len(calls) == 1
+
+
+# ------------------------------------------------------------------- every kind of bad input
+
+E = "/v1/types/t/embeddings"
+N = "/v1/types/t/neighbours"
+GOOD = [1.0] * DIM
+
+
+def _nan_body(literal: str) -> str:
+    return '{"vector": [' + ", ".join([literal] + ["1.0"] * (DIM - 1)) + '], "k": 3}'
+
+
+BAD_INPUT = [
+    # unknown type
+    ("get", "/v1/types/nope/embeddings?ids=u:1", None, 404, "unknown embedding type 'nope'"),
+    ("post", "/v1/types/nope/embeddings", {"ids": ["u:1"]}, 404, "unknown embedding type"),
+    ("get", "/v1/types/nope/snapshots", None, 404, "unknown embedding type"),
     ("get", "/v1/types/nope/neighbours/u:1", None, 404, "unknown embedding type"),
-    ("get", "/v1/types/t/neighbours/u:999", None, 404, "has no vector"),
-    ("get", "/v1/types/t/neighbours/x1", None, 400, "bad id"),
-    ("get", "/v1/types/t/neighbours/u:1?k=0", None, 400, "k=0"),
-    ("get", "/v1/types/t/neighbours/u:1?k=5000", None, 400, "k=5000"),
-    ("get", "/v1/types/t/neighbours/u:1?k=abc", None, 422, "k"),
-    ("get", "/v1/types/t/neighbours/u:1?kind=page", None, 422, "kind"),
-    ("post", "/v1/types/t/neighbours", {"vector": [1.0] * 3, "k": 3}, 422, "expects"),
-    ("post", "/v1/types/t/neighbours", {"vector": [0.0] * DIM, "k": 3}, 422, "zeros"),
-    ("post", "/v1/types/t/embeddings", {"ids": []}, 422, "ids"),
-    ("post", "/v1/types/t/embeddings", {"ids": ["u:1"] * 1001}, 422, "ids"),
-    ("post", "/v1/types/t/embeddings", {"ids": ["bad"]}, 400, "bad id"),
-])
-def test_bad_input_gets_a_4xx_with_a_one_line_reason(server, method, path, body, status,
+    ("post", "/v1/types/nope/neighbours", {"vector": GOOD}, 404, "unknown embedding type"),
+    # bad ids
+    ("post", E, {"ids": [""]}, 400, "bad id ''"),
+    ("post", E, {"ids": ["xyz1"]}, 400, "'u:' (user) or 'i:' (item) prefix"),
+    ("post", E, {"ids": ["u:" + "a" * 400]}, 400, "3..300 characters"),
+    ("post", E, {"ids": ["u:1", 5]}, 400, "bad id 5 (int): expected a string"),
+    ("post", E, {"ids": [None]}, 400, "bad id None (NoneType)"),
+    ("post", E, {"ids": [["u:1"]]}, 400, "(list): expected a string"),
+    ("get", E + "?ids=", None, 400, "bad id ''"),
+    ("get", E + "?ids=u:1&ids=zz", None, 400, "bad id 'zz'"),
+    ("get", N + "/x1", None, 400, "bad id 'x1'"),
+    ("get", N + "/u:999", None, 404, "'u:999' has no vector"),
+    # k out of range / not an int
+    ("get", N + "/u:1?k=0", None, 400, "k=0 is out of range; expected 1..1000"),
+    ("get", N + "/u:1?k=-1", None, 400, "k=-1 is out of range"),
+    ("get", N + f"/u:1?k={MAX_K + 1}", None, 400,
+     f"k={MAX_K + 1} is out of range; expected 1..{MAX_K}"),
+    ("get", N + "/u:1?k=abc", None, 422, "invalid query.k"),
+    ("get", N + "/u:1?k=2.5", None, 422, "invalid query.k"),
+    ("post", N, {"vector": GOOD, "k": 0}, 400, "k=0 is out of range"),
+    ("post", N, {"vector": GOOD, "k": 1001}, 400, "k=1001 is out of range"),
+    ("post", N, {"vector": GOOD, "k": "abc"}, 422, "invalid body.k"),
+    ("post", N, {"vector": GOOD, "k": 2.5}, 422, "invalid body.k"),
+    # batch size
+    ("post", E, {"ids": ["u:1"] * (MAX_IDS + 1)}, 400,
+     f"too many ids: {MAX_IDS + 1}; expected at most {MAX_IDS}"),
+    ("get", E + "?" + "&".join(["ids=u:1"] * (MAX_IDS + 1)), None, 400,
+     f"expected at most {MAX_IDS}"),
+    ("post", E, {"ids": []}, 400, f"no ids given; expected 1..{MAX_IDS} ids"),
+    ("get", E, None, 422, "invalid query.ids: Field required"),
+    # vectors
+    ("post", N, {"vector": [1.0] * 3, "k": 3}, 422, f"vector has 3 dimensions; type 't' "
+     f"expects {DIM}"),
+    ("post", N, {"vector": [], "k": 3}, 422, f"vector has 0 dimensions; type 't' expects {DIM}"),
+    ("post", N, _nan_body("NaN"), 422, "NaN/inf"),
+    ("post", N, _nan_body("Infinity"), 422, "NaN/inf"),
+    ("post", N, _nan_body("1e39"), 422, "beyond float32"),
+    ("post", N, {"vector": [0.0] * DIM, "k": 3}, 422, "all zeros"),
+    ("post", N, {"vector": ["a"] * DIM}, 422, "invalid body.vector.0"),
+    ("post", N, {"vector": 1.0}, 422, "invalid body.vector"),
+    # kind
+    ("get", N + "/u:1?kind=page", None, 422, "invalid query.kind"),
+    ("post", N, {"vector": GOOD, "kind": "page"}, 422, "invalid body.kind"),
+    # snapshot ids
+    ("get", E + "?ids=u:1&snapshot=abc", None, 400, "snapshot='abc' is not a snapshot id"),
+    ("get", E + "?ids=u:1&snapshot=0", None, 400, "snapshot='0' is not a snapshot id"),
+    ("get", E + "?ids=u:1&snapshot=-1", None, 400, "expected a positive integer"),
+    ("get", E + "?ids=u:1&snapshot=", None, 400, "snapshot='' is not a snapshot id"),
+    ("post", E, {"ids": ["u:1"], "snapshot": True}, 400, "snapshot='True'"),
+    ("post", E, {"ids": ["u:1"], "snapshot": 1.5}, 400, "snapshot='1.5'"),
+    ("post", E, {"ids": ["u:1"], "snapshot": 0}, 400, "expected a positive integer"),
+    ("get", E + "?ids=u:1&snapshot=99", None, 404,
+     "type t.v1 has no snapshot 000099; available: 000001"),
+    ("post", E, {"ids": ["u:1"], "snapshot": 2}, 404, "no snapshot 000002; available: 000001"),
+    # malformed bodies
+    ("post", E, '{"ids": [', 422, "malformed JSON body"),
+    ("post", E, "not json", 422, "malformed JSON body"),
+    ("post", N, '{"vector": [1,2,}', 422, "malformed JSON body"),
+    ("post", E, "", 422, "missing JSON body"),
+    ("post", E, {}, 422, "invalid body.ids: Field required"),
+    ("post", N, {"k": 3}, 422, "invalid body.vector: Field required"),
+    ("post", E, {"ids": "u:1"}, 422, "invalid body.ids"),
+    ("post", E, [1, 2], 422, "invalid body"),
+    ("post", E, {"ids": ["u:1"], "idz": 1}, 422, "invalid body.idz: Extra inputs"),
+    ("post", E, {"ids": ["u:1"], "include_expired": "yes"}, 422, "invalid body.include_expired"),
+    ("get", E + "?ids=u:1&include_expired=maybe", None, 422, "invalid query.include_expired"),
+    ("get", N + "/u:1?fresh_only=maybe", None, 422, "invalid query.fresh_only"),
+    ("post", N, {"vector": GOOD, "fresh_only": "x"}, 422, "invalid body.fresh_only"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "fragment"), BAD_INPUT,
+                         ids=[f"{m} {p[:40]} {str(b)[:30]}" for m, p, b, _, _ in BAD_INPUT])
+def test_bad_input_gets_a_4xx_with_a_one_line_reason(api, method, path, body, status,
                                                      fragment):
-    r = httpx.request(method.upper(), server.url + path, json=body, timeout=10)
+    if isinstance(body, str):
+        r = api.request(method.upper(), path, content=body,
+                        headers={"content-type": "application/json"})
+    else:
+        r = api.request(method.upper(), path, json=body)
     assert r.status_code == status, r.text
     err = r.json()["error"]
-    assert fragment in err and "\n" not in err
+    assert fragment in err, err
+    assert "\n" not in err and len(err) < 400
+    assert isinstance(r.json()["code"], str)
+
+
+def test_snapshot_read_on_a_server_without_snapshots_is_404():
+    with TestClient(create_api({"t": make_served()})) as c:
+        r = c.get(E, params={"ids": "u:1", "snapshot": "3"})
+        assert r.status_code == 404
+        assert "has no snapshots on this server; no snapshot 000003" in r.json()["error"]
+        assert c.get("/v1/types/t/snapshots").json()["snapshots"] == []
+        assert c.get(E, params={"ids": "u:1", "snapshot": "x"}).status_code == 400
+
+
+def test_snapshot_read_with_an_empty_snapshot_dir_says_no_snapshots(tmp_path):
+    with TestClient(create_api({"t": make_served(snapshot_root=tmp_path)})) as c:
+        r = c.get(E, params={"ids": "u:1", "snapshot": "3"})
+        assert r.status_code == 404
+        assert r.json()["error"] == "type t.v1 has no snapshots; no snapshot 000003 to read"
+
+
+@pytest.mark.parametrize(("headers", "fragment"), [
+    ({}, "missing bearer token"),
+    ({"authorization": "Bearer nope"}, "wrong bearer token"),
+    ({"authorization": TOKEN}, "wrong bearer token"),
+    ({"authorization": f"Basic {TOKEN}"}, "wrong bearer token"),
+])
+@pytest.mark.parametrize("path", ["/v1/types", E + "?ids=u:1", N + "/u:1", "/v1/types/t",
+                                  "/v1/types/t/snapshots", "/v1/alerts"])
+def test_token_is_required_on_every_route_but_health(headers, fragment, path):
+    with TestClient(create_api({"t": make_served()}, token=TOKEN)) as c:
+        r = c.get(path, headers=headers)
+        assert r.status_code == 401, r.text
+        assert fragment in r.json()["error"] and r.json()["code"] == "Unauthorized"
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert c.get("/health").status_code == 200
+        ok = c.get(path, headers={"authorization": f"Bearer {TOKEN}"})
+        assert ok.status_code == 200, ok.text
+
+
+def test_default_bind_address_is_loopback(monkeypatch):
+    from streamer.cli import app as cli_app
+    from streamer.settings import Settings
+
+    for var in [v for v in os.environ if v.startswith("STREAMER_")]:
+        monkeypatch.delenv(var)
+    assert Settings.model_fields["api_host"].default == "127.0.0.1"
+    assert Settings().api_host == "127.0.0.1"
+    cmd = typer.main.get_command(cli_app)
+    demo_host = next(p for p in cmd.commands["demo"].params if p.name == "host")
+    serve_host = next(p for p in cmd.commands["serve"].params if p.name == "host")
+    assert demo_host.default == "127.0.0.1"
+    assert serve_host.default is None  # serve falls back to settings.api_host
+
+
+# ------------------------------------------------------------------- client error mapping
+
+def test_client_maps_errors_over_real_http(tmp_path):
+    _write_snapshot(tmp_path, IDS, records())
+    with Server(make_served(snapshot_root=tmp_path), token=TOKEN) as s:
+        with Client(s.url, token=TOKEN) as c:
+            with pytest.raises(UnknownType, match="unknown embedding type 'nope'"):
+                c.neighbours("nope", "u:1")
+            with pytest.raises(UnknownType, match="unknown embedding type"):
+                c.get("nope", ["u:1"])
+            with pytest.raises(UnknownEntity, match="has no vector"):
+                c.neighbours("t", "u:999")
+            with pytest.raises(UnknownSnapshot, match="available: 000001"):
+                c.get("t", ["u:1"], snapshot=7)
+            with pytest.raises(BadRequest, match="k=0 is out of range"):
+                c.neighbours("t", "u:1", k=0)
+            with pytest.raises(BadRequest, match="bad id 'bad'"):
+                c.get("t", ["bad"])
+            with pytest.raises(BadRequest, match="too many ids"):
+                c.get("t", ["u:1"] * (MAX_IDS + 1))
+            with pytest.raises(BadRequest, match="snapshot='x'"):
+                c.get("t", ["u:1"], snapshot="x")
+            with pytest.raises(DimensionMismatch, match=f"expects {DIM}"):
+                c.neighbours_by_vector("t", [1.0, 2.0])
+            with pytest.raises(BadRequest, match="query.kind"):
+                c.neighbours("t", "u:1", kind="page")
+            assert c.snapshots("t")[0]["id"] == "000001"
+        for token in (None, "wrong"):
+            with Client(s.url, token=token) as c, pytest.raises(Unauthorized) as info:
+                c.types()
+            assert info.value.status == 401 and "bearer token" in str(info.value)
+        assert httpx.get(s.url + "/health").status_code == 200
 
 
 def test_ids_with_url_characters_round_trip(server):
@@ -124,25 +387,7 @@ def test_ids_with_url_characters_round_trip(server):
     assert r.returncode == 0 and r.stdout.count('"id": ') == 3, r.stderr
 
 
-def test_client_maps_errors(server):
-    with Client(server.url) as c:
-        with pytest.raises(UnknownType):
-            c.neighbours("nope", "u:1")
-        with pytest.raises(UnknownEntity):
-            c.neighbours("t", "u:999")
-        with pytest.raises(BadRequest):
-            c.neighbours("t", "u:1", k=0)
-
-
-def test_bearer_token_is_required_when_set():
-    with _Server(token="s3cret") as s:
-        assert httpx.get(s.url + "/v1/types").status_code == 401
-        assert httpx.get(s.url + "/health").status_code == 200
-        with Client(s.url, token="s3cret") as c:
-            assert c.types()[0]["name"] == "t"
-        with Client(s.url, token="wrong") as c, pytest.raises(Exception, match="401|token"):
-            c.types()
-
+# ------------------------------------------------------------------- CLI
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "streamer", *args], capture_output=True,
@@ -153,9 +398,10 @@ def test_cli_neighbors_and_get_against_the_server(server):
     r = _cli("neighbors", "t", "u:3", "-k", "4", "--kind", "item", "--json", "--api", server.url)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count('"id": "i:') == 4
-    r = _cli("get", "t", "i:1", "u:2", "--api", server.url)
+    r = _cli("get", "t", "i:1", "u:2", "i:nope", "--api", server.url)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count('"found": true') == 2
+    lines = [json.loads(ln) for ln in r.stdout.splitlines() if ln.strip()]
+    assert [ln["status"] for ln in lines] == ["fresh", "fresh", "missing"]
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
@@ -207,3 +453,4 @@ def test_cli_against_a_server_that_is_not_streamer_gives_one_line():
             assert "Traceback" not in r.stderr and "streamer serve" in r.stderr
     finally:
         srv.shutdown()
+
