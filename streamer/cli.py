@@ -251,11 +251,16 @@ def neighbors(
     entity: Annotated[str, typer.Argument(help="Namespaced id: u:<user_id> or i:<item_id>")],
     k: Annotated[int, typer.Option("-k", "--k", help="Neighbours wanted (1..1000)")] = 10,
     kind: Annotated[str | None, typer.Option(help="Only 'user' or 'item' neighbours")] = None,
+    fresh_only: Annotated[bool, typer.Option(
+        "--fresh-only", help="Drop neighbours expired by the type's TTL")] = False,
     api: Annotated[str, typer.Option(help="API base URL", envvar="STREAMER_API_URL")] =
         "http://127.0.0.1:8080",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
-    """Print the k nearest neighbours of an id from a running `streamer serve`."""
+    """Print the k nearest neighbours of an id from a running `streamer serve`.
+
+    Each with its cosine similarity and, when the type has a TTL, whether it is expired.
+    """
     from streamer.client import Client
     from streamer.serve.served import check_entity_id, check_k
 
@@ -265,16 +270,17 @@ def neighbors(
         _fail(f"--kind {kind!r}; expected 'user' or 'item'")
     settings = _settings()
     with Client(api, token=settings.api_token) as c:
-        res = c.neighbours(type_name, entity, k=k, kind=kind)
+        res = c.neighbours_flagged(type_name, entity, k=k, kind=kind, fresh_only=fresh_only)
     if as_json:
         out.print_json(json.dumps({"id": entity, "neighbours": [
-            {"id": i, "score": s} for i, s in res]}))
+            {"id": n.id, "score": n.score, "expired": n.expired} for n in res]}))
         return
     table = Table(title=f"{type_name}: neighbours of {entity}")
     table.add_column("id")
     table.add_column("cosine", justify="right")
-    for i, s in res:
-        table.add_row(i, f"{s:.4f}")
+    table.add_column("expired")
+    for n in res:
+        table.add_row(n.id, f"{n.score:.4f}", "yes" if n.expired else "")
     out.print(table)
 
 

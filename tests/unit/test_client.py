@@ -139,3 +139,24 @@ def test_cli_get_too_many_ids_exits_2():
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert "too many ids: 1001; expected at most 1000" in r.stderr
+
+
+def test_cli_neighbors_flags_expired_and_fresh_only_drops_them(server):
+    env = {**os.environ, "STREAMER_API_TOKEN": TOKEN}
+    base = [sys.executable, "-m", "streamer", "neighbors", "t", "u:0", "-k", "40", "--json",
+            "--api", server.url]
+    every = subprocess.run(base, env=env, capture_output=True, text=True, check=False,  # noqa: S603
+                           timeout=60)
+    assert every.returncode == 0, every.stderr
+    nbs = json.loads(every.stdout)["neighbours"]
+    old = expired_ids()
+    assert any(n["expired"] for n in nbs)
+    assert all(n["expired"] == (n["id"] in old) for n in nbs)
+    fresh = subprocess.run([*base, "--fresh-only"], env=env, capture_output=True, text=True,  # noqa: S603
+                           check=False, timeout=60)
+    assert fresh.returncode == 0, fresh.stderr
+    got = json.loads(fresh.stdout)["neighbours"]
+    assert got and not any(n["expired"] for n in got)
+    # the fresh ones among the 40 nearest stay; deeper fresh ones fill the expired slots
+    assert {n["id"] for n in nbs if not n["expired"]} <= {n["id"] for n in got}
+    assert len(got) == min(40, len(set(IDS) - old - {"u:0"}))
