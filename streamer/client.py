@@ -16,6 +16,7 @@ from typing import Any, ClassVar, NamedTuple
 from urllib.parse import quote
 
 import httpx
+import orjson
 
 from streamer import errors
 from streamer.errors import BadRequest, StreamerError, UnknownEntity, UnknownType
@@ -94,9 +95,9 @@ class Client:
         self.close()
 
     def _check(self, r: httpx.Response) -> Any:
-        try:
-            body = r.json()
-        except ValueError:
+        try:  # orjson: 0.4 ms instead of 3 ms for a 100-vector answer (benchmarks/store.py)
+            body = orjson.loads(r.content)
+        except ValueError:  # orjson.JSONDecodeError is a ValueError
             body = None
         if r.status_code < 400:
             if not isinstance(body, dict):

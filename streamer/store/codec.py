@@ -36,6 +36,7 @@ own system records (format version, dim, codec).
 
 from __future__ import annotations
 
+import functools
 import struct
 import sys
 import zlib
@@ -290,6 +291,83 @@ def decode_record(value: bytes, dim: int, *, key: object = None) -> FeatureRecor
             _corrupt(key, str(exc))
         vec.setflags(write=False)
     return trusted_record(vec, updated_at, update_count, model_version)
+
+
+@functools.lru_cache(maxsize=32)
+def _frame_dtype(dim: int, codec: Codec) -> np.dtype:
+    """Return the structured little-endian dtype of one whole value (header, payload, CRC)."""
+    names = ["version", "code", "flags", "dim", "updated_at", "count", "model"]
+    formats: list[object] = ["u1", "u1", "<u2", "<u4", "<f8", "<i8", "<i4"]
+    offsets = [0, 1, 2, 4, 8, 16, 24]
+    if codec == "int8":
+        names += ["scale", "codes"]
+        formats += ["<f4", ("i1", (dim,))]
+        offsets += [_HEADER_SIZE, _HEADER_SIZE + 4]
+    else:
+        names.append("payload")
+        formats.append(("<f4" if codec == "float32" else "<f2", (dim,)))
+        offsets.append(_HEADER_SIZE)
+    size = _HEADER_SIZE + quant.vector_nbytes(dim, codec) + _CRC_SIZE
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": size})
+
+
+def decode_records(values: Sequence[bytes | None], dim: int, *,
+                   keys: Sequence[object] | None = None) -> list[FeatureRecord | None]:
+    """Decode many values at once (a batch get); ``None`` stays ``None``.
+
+    Bit for bit ``[decode_record(v, dim, key=k) ...]``, in one numpy pass when every
+    value shares one frame (same format version, codec and size: every value of a table
+    written by this code). Anything else, or any check failing, falls back to
+    :func:`decode_record` per value, which raises the precise error. The vectors of one
+    call are read-only views into one shared ``(n, dim)`` float32 array.
+
+    Raises
+    ------
+    StateError
+        As :func:`decode_record`, for the first bad value.
+    """
+    present = [j for j, v in enumerate(values) if v is not None]
+    out: list[FeatureRecord | None] = [None] * len(values)
+    if not present:
+        return out
+    first = values[present[0]]
+    assert first is not None
+    version, code = first[0], first[1]
+    codec = (_CODEC_BY_ID.get(code) if version == FORMAT_VERSION
+             else "float32" if version == 1 and code == DTYPE_FLOAT32 else None)
+    vals = [values[j] for j in present]
+    dtype = None if codec is None else _frame_dtype(dim, codec)
+    if dtype is None or any(len(v) != dtype.itemsize for v in vals):  # type: ignore[arg-type]
+        return _decode_each(values, dim, keys)
+    arr = np.frombuffer(b"".join(vals), dtype)  # type: ignore[arg-type]
+    ok = (all(zlib.crc32(v) == _CRC_RESIDUE for v in vals)  # type: ignore[arg-type]
+          and bool((arr["version"] == version).all() and (arr["code"] == code).all()
+                   and (arr["dim"] == dim).all() and (arr["count"] >= 0).all()
+                   and (arr["model"] >= 0).all()))
+    vecs = None
+    if ok and codec == "int8":
+        scale, codes = arr["scale"], arr["codes"]
+        if (np.isfinite(scale).all() and (scale >= 0).all()
+                and codes.min() >= -quant.INT8_MAX and not codes[scale == 0].any()):
+            vecs = codes.astype(np.float32)
+            vecs *= scale[:, None]
+    elif ok:
+        vecs = arr["payload"]
+        vecs = vecs.astype(np.float32) if codec == "float16" else np.ascontiguousarray(vecs)
+    if vecs is None:
+        return _decode_each(values, dim, keys)
+    vecs.setflags(write=False)
+    ts, counts, models = arr["updated_at"].tolist(), arr["count"].tolist(), arr["model"].tolist()
+    for n, j in enumerate(present):
+        out[j] = trusted_record(vecs[n], ts[n], counts[n], models[n])
+    return out
+
+
+def _decode_each(values: Sequence[bytes | None], dim: int,
+                 keys: Sequence[object] | None) -> list[FeatureRecord | None]:
+    ks = keys if keys is not None else [None] * len(values)
+    return [None if v is None else decode_record(v, dim, key=k)
+            for v, k in zip(values, ks, strict=True)]
 
 
 def _corrupt(key: object, detail: str) -> NoReturn:

@@ -358,3 +358,48 @@ def test_stage_commit_validates_everything_first() -> None:
     assert staged.offsets == [(codec.offset_key("t", 1), codec.encode_offset(3))]
     with pytest.raises(BadRequest, match="get_many takes a sequence"):
         codec.entity_keys("i:a")
+
+
+# --- batch decoding (rocks get_many) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("codec_name", ["float32", "float16", "int8"])
+def test_decode_records_is_bitwise_decode_record(codec_name):
+    from streamer.store import codec as C
+
+    rng = np.random.default_rng(3)
+    recs = [FeatureRecord(vector=rng.standard_normal(16).astype(np.float32),
+                          updated_at=float(i), update_count=i, model_version=2)
+            for i in range(50)]
+    recs[7] = FeatureRecord(vector=np.zeros(16, np.float32) + 1e-3, updated_at=1.0,
+                            update_count=0, model_version=0)
+    vals: list[bytes | None] = list(C.encode_records(recs, codec_name))
+    vals[3] = None
+    vals[20] = None
+    got = C.decode_records(vals, 16)
+    want = [None if v is None else C.decode_record(v, 16) for v in vals]
+    assert [g is None for g in got] == [w is None for w in want]
+    for g, w in zip(got, want, strict=True):
+        if w is not None:
+            assert g.vector.tobytes() == w.vector.tobytes()
+            assert (g.updated_at, g.update_count, g.model_version) == (
+                w.updated_at, w.update_count, w.model_version)
+            assert g.vector.dtype == np.float32 and not g.vector.flags.writeable
+    assert C.decode_records([None, None], 16) == [None, None]
+
+
+def test_decode_records_falls_back_and_raises_for_the_bad_value():
+    from streamer.store import codec as C
+
+    rec = FeatureRecord(vector=np.ones(8, np.float32), updated_at=1.0, update_count=1,
+                        model_version=1)
+    good = C.encode_record(rec, "int8")
+    mixed = [good, C.encode_record(rec, "float32"), good]  # two frames: per-value path
+    assert [r.vector.tobytes() for r in C.decode_records(mixed, 8)] == [
+        C.decode_record(v, 8).vector.tobytes() for v in mixed]
+    bad = bytearray(good)
+    bad[40] ^= 0xFF  # a flipped payload bit: the checksum fails
+    with pytest.raises(StateError, match=r"corrupt feature value for b'k2': checksum"):
+        C.decode_records([good, good, bytes(bad)], 8, keys=[b"k0", b"k1", b"k2"])
+    with pytest.raises(StateError, match="dim=8 but the table expects dim=4"):
+        C.decode_records([good], 4)
