@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -38,7 +39,7 @@ def _state(settings: Any, *, required: bool) -> Any:
 
     try:
         return read_registry(settings.kafka_bootstrap, settings.topic(REGISTRY_TOPIC),
-                             timeout_s=_TIMEOUT)
+                             timeout_s=_TIMEOUT, quiet=True)
     except RegistryUnavailable as exc:
         if required:
             raise
@@ -50,7 +51,7 @@ def _state(settings: Any, *, required: bool) -> Any:
 def _offline_freshness(settings: Any, spec: Any, *, lag: bool) -> tuple[dict[str, Any],
                                                                        dict[str, float]]:
     """Freshness and latest scores from the snapshot store (+ consumer lag from Kafka)."""
-    from streamer.registry import consumer_group_of, consumer_lag, latest_scores
+    from streamer.registry import consumer_lag, latest_scores
     from streamer.scheduler import read_results
     from streamer.snapshot import store_for
 
@@ -64,11 +65,16 @@ def _offline_freshness(settings: Any, spec: Any, *, lag: bool) -> tuple[dict[str
                                     "created_at": last.manifest.get("created_at")}
         fresh["last_event_ts"] = last.manifest.get("event_time")
     if lag:
-        group = consumer_group_of(spec, settings.consumer_group, settings.topic_prefix)
-        fresh.update(consumer_lag(settings.kafka_bootstrap, group,
+        fresh.update(consumer_lag(settings.kafka_bootstrap, _group(settings, spec),
                                   settings.topic(spec.source), timeout_s=_TIMEOUT))
     scores = latest_scores(read_results(store.dir / "results.jsonl"))
     return fresh, scores
+
+
+def _group(settings: Any, spec: Any) -> str:
+    from streamer.registry import consumer_group_of
+
+    return consumer_group_of(spec, settings.consumer_group, settings.topic_prefix)
 
 
 def _print_json(obj: Any) -> None:
@@ -90,19 +96,19 @@ def list_cmd(as_json: Annotated[bool, _JSON] = False) -> None:
     settings = _settings()
     specs = declared_types()
     state = _state(settings, required=False)
-    rows = [entry(s, specs, state) for s in sorted(specs, key=lambda s: (s.name, s.version))]
+    rows = [entry(s, specs, state, consumer_group=_group(settings, s))
+            for s in sorted(specs, key=lambda s: (s.name, s.version))]
     if as_json:
         _print_json({"types": rows, "registry": state is not None})
         return
-    table = Table(title="embedding types")
-    for col in ("type", "status", "algorithm", "dim", "codec", "ttl_s", "half-life (s)",
-                "owner", "description"):
+    table = Table(title="embedding types (`streamer types describe NAME` for the rest)")
+    table.add_column("type", no_wrap=True)
+    for col in ("status", "algorithm", "dim", "codec", "ttl (s)", "half-life (s)"):
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(r["ref"], r["status"], r["algorithm"], str(r["dim"]), r["storage_codec"],
                       "–" if r["ttl_s"] is None else f"{r['ttl_s']:g}",
-                      ", ".join(f"{k}={v:g}" for k, v in r["half_life_s"].items()) or "–",
-                      r["owner"], r["description"])
+                      " ".join(f"{v:g}" for v in r["half_life_s"].values()) or "–")
     out.print(table)
 
 
@@ -112,14 +118,16 @@ def describe_cmd(
     as_json: Annotated[bool, _JSON] = False,
 ) -> None:
     """Describe one type version: metadata, versions, freshness (lag), latest scores."""
-    from streamer.registry import declared_types, entry, resolve
+    from streamer.registry import declared_types, entry, expand_refs, resolve
 
     settings = _settings()
     specs = declared_types()
+    expand_refs(specs, [ref])  # an unknown name or version: one line at once, no Kafka
     state = _state(settings, required=False)
     spec = resolve(specs, state, ref, allow_retired=True)
     fresh, scores = _offline_freshness(settings, spec, lag=state is not None)
-    e = entry(spec, specs, state, freshness=fresh, scores=scores)
+    e = entry(spec, specs, state, freshness=fresh, scores=scores,
+              consumer_group=_group(settings, spec))
     if as_json:
         _print_json(e)
         return
@@ -129,6 +137,8 @@ def describe_cmd(
     for k, v in e.items():
         if k in ("name", "version", "ref"):
             continue
+        if k == "created_at" and isinstance(v, float):
+            v = datetime.fromtimestamp(v, UTC).isoformat(timespec="seconds")
         shown = v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
         table.add_row(k, shown)
     out.print(table)
@@ -139,6 +149,7 @@ def _change(ref: str, action: str) -> None:
     from streamer.registry import (
         REGISTRY_TOPIC,
         declared_types,
+        expand_refs,
         parse_ref,
         promote_records,
         publish_records,
@@ -151,6 +162,7 @@ def _change(ref: str, action: str) -> None:
         raise BadRequest(msg)
     settings = _settings()
     specs = declared_types()
+    expand_refs(specs, [ref])  # an unknown name or version: one line at once, no Kafka
     state = _state(settings, required=True)
     spec = resolve(specs, state, ref, allow_retired=True)
     now = time.time()

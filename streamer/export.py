@@ -345,7 +345,7 @@ def _read_parquet(path: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.nda
 
 
 def take_snapshot(settings: Any, spec: TopologySpec, *, trigger: str = "export") -> Snapshot:
-    """Snapshot ``spec``'s live feature table now into its snapshot store, and prune.
+    """Snapshot ``spec``'s live feature table now into its snapshot store (never prunes).
 
     The table is opened as a RocksDB secondary (no lock, no writes), so a running worker
     is not disturbed; the snapshot holds every batch committed before the call. This is
@@ -399,7 +399,8 @@ def take_snapshot(settings: Any, spec: TopologySpec, *, trigger: str = "export")
             snap = store.write(capture(table, events_applied=applied, trigger=trigger))
         finally:
             table.close()
-    store.prune(settings.bench_for(dict(spec.benchmarks)).snapshot_retain)
+    # no pruning here: a CLI snapshot or export must not delete the worker's scheduled
+    # snapshots (reads as of a snapshot, benchmark history); the worker's schedule prunes
     return snap
 
 

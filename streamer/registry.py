@@ -31,6 +31,7 @@ declared feature repository and a registry of applied objects.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -39,6 +40,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, Literal
 
 from streamer.errors import (
@@ -139,8 +141,8 @@ def parse_ref(ref: object) -> tuple[str, int | None]:
     """
     m = _REF_RE.match(ref) if isinstance(ref, str) else None
     if m is None:
-        msg = (f"bad type reference {str(ref)[:80]!r}; expected NAME or NAME.vN, e.g. "
-               "wiki-cooc or wiki-cooc.v2")
+        msg = (f"bad type reference {str(ref)[:80]!r}; expected NAME or NAME.vN with N >= 1 "
+               "(no leading zeros), e.g. wiki-cooc or wiki-cooc.v2")
         raise BadRequest(msg)
     v = m.group("version")
     return m.group("name"), None if v is None else int(v)
@@ -317,14 +319,38 @@ def resolve(specs: Sequence[TopologySpec], state: RegistryState | None, ref: str
     return next(s for s in specs if s.name == name and s.version == version)
 
 
+def save_cache(state: RegistryState, path: Path) -> None:
+    """Write the registry decisions to ``path`` (JSON list of records; atomic rename)."""
+    recs = [*state.aliases.values(), *state.versions.values()]
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(recs, sort_keys=True))
+        tmp.replace(path)
+    except OSError as exc:  # a cache: never fail the command for it
+        log.warning("cannot write the registry cache %s: %s", path, exc)
+
+
+def load_cache(path: Path) -> RegistryState | None:
+    """Return the cached registry decisions, or None if there is no readable cache."""
+    try:
+        recs = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return RegistryState.from_records(recs) if isinstance(recs, list) else None
+
+
 def resolve_ref(bootstrap: str, registry_topic: str, ref: str, *,
                 allow_retired: bool = True,
-                specs: Sequence[TopologySpec] | None = None) -> TopologySpec:
+                specs: Sequence[TopologySpec] | None = None,
+                cache: Path | None = None) -> TopologySpec:
     """Resolve ``ref`` for a command, reading the registry only when it must.
 
     ``NAME.vN``, or ``NAME`` with one declared version, resolve without Kafka (offline
     commands keep working without a broker); ``NAME`` with several declared versions
-    asks the registry which one is live.
+    asks the registry which one is live. With ``cache`` (a JSON file under the state
+    dir), each successful read is saved there, and an unreachable registry falls back to
+    the last decisions saved (then to the default rule), with a warning.
 
     Raises
     ------
@@ -340,11 +366,16 @@ def resolve_ref(bootstrap: str, registry_topic: str, ref: str, *,
         with _quiet_kafka():
             state = read_registry(bootstrap, registry_topic, timeout_s=3.0)
     except RegistryUnavailable as exc:
-        state = RegistryState()  # the default rule: the lowest version not known retired
-        spec = resolve(specs, state, ref, allow_retired=allow_retired)
-        log.warning("%s; using %s.v%d (the default live version); name a version "
-                    "(%s.vN) to choose", exc, name, spec.version, name)
+        cached = None if cache is None else load_cache(cache)
+        # the default rule without decisions: the lowest version
+        spec = resolve(specs, cached or RegistryState(), ref, allow_retired=allow_retired)
+        why = ("the registry decisions last seen" if cached is not None
+               else "the default live version, with no registry decision known")
+        log.warning("%s; using %s.v%d (%s); name a version (%s.vN) to choose",
+                    exc, name, spec.version, why, name)
         return spec
+    if cache is not None:
+        save_cache(state, cache)
     return resolve(specs, state, ref, allow_retired=allow_retired)
 
 
@@ -440,7 +471,8 @@ def half_lives(spec: TopologySpec) -> dict[str, float]:
 
 def entry(spec: TopologySpec, specs: Sequence[TopologySpec], state: RegistryState | None,
           *, dim: int | None = None, freshness: Mapping[str, Any] | None = None,
-          scores: Mapping[str, Any] | None = None) -> dict[str, Any]:
+          scores: Mapping[str, Any] | None = None,
+          consumer_group: str | None = None) -> dict[str, Any]:
     """Return the JSON-able registry entry of one type version.
 
     Parameters
@@ -454,6 +486,9 @@ def entry(spec: TopologySpec, specs: Sequence[TopologySpec], state: RegistryStat
         offsets), ``caught_up``... as measured by the caller.
     scores
         Latest benchmark scores ``{"task[:dataset].metric": value}``.
+    consumer_group
+        The worker's actual group (:func:`consumer_group_of` with the settings);
+        default ``spec.app_id``.
     """
     declared = versions_of(specs, spec.name)
     status: str = "unknown" if state is None else state.status(spec.name, spec.version,
@@ -466,7 +501,7 @@ def entry(spec: TopologySpec, specs: Sequence[TopologySpec], state: RegistryStat
         "dim": _dim(spec) if dim is None else dim,
         "half_life_s": half_lives(spec),
         "source_topics": [spec.source], "output_topic": spec.output_topic,
-        "consumer_group": spec.app_id,
+        "consumer_group": consumer_group or spec.app_id,
         "owner": spec.owner, "description": spec.description,
         "storage_codec": spec.storage_codec, "ttl_s": spec.ttl_s,
         "created_at": None if state is None else state.created_at(spec.name, spec.version),
@@ -506,10 +541,12 @@ def latest_scores(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
 # Kafka I/O
 
 
-def read_registry(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -> RegistryState:
+def read_registry(bootstrap: str, topic: str, *, timeout_s: float = 10.0,
+                  quiet: bool = False) -> RegistryState:
     """Read the whole ``registry`` topic (no consumer group) and fold it.
 
-    A missing topic is an empty registry.
+    A missing topic is an empty registry. ``quiet`` silences kafka-python's
+    connection-retry log meanwhile (the error raised says what failed).
 
     Raises
     ------
@@ -519,9 +556,10 @@ def read_registry(bootstrap: str, topic: str, *, timeout_s: float = 10.0) -> Reg
     from streamer.kafka_io import KafkaIOError, consume_all, topic_partition_counts
 
     try:
-        if topic not in topic_partition_counts(bootstrap, [topic], timeout_s=timeout_s):
-            return RegistryState()
-        records = consume_all(bootstrap, topic, timeout_s=timeout_s)
+        with _quiet_kafka() if quiet else contextlib.nullcontext():
+            if topic not in topic_partition_counts(bootstrap, [topic], timeout_s=timeout_s):
+                return RegistryState()
+            records = consume_all(bootstrap, topic, timeout_s=timeout_s)
     except (KafkaIOError, ConfigError) as exc:
         msg = f"cannot read the registry topic {topic!r} on {bootstrap!r}: {exc}"
         raise RegistryUnavailable(msg) from exc
@@ -572,7 +610,7 @@ def publish_records(bootstrap: str, topic: str, records: Sequence[Mapping[str, A
 
 
 def register_version(bootstrap: str, topic: str, spec: TopologySpec, *,
-                     clock: Callable[[], float] = time.time, timeout_s: float = 30.0) -> None:
+                     clock: Callable[[], float] = time.time, timeout_s: float = 15.0) -> None:
     """Record that ``spec``'s version runs (``created_at``), once; refuse a retired one.
 
     Called by a worker before it consumes.
@@ -584,8 +622,9 @@ def register_version(bootstrap: str, topic: str, spec: TopologySpec, *,
     RegistryUnavailable, KafkaIOError
         If the registry cannot be read or written.
     """
-    ensure_registry_topic(bootstrap, topic, timeout_s=timeout_s)
-    state = read_registry(bootstrap, topic, timeout_s=timeout_s)
+    with _quiet_kafka():  # an unreachable broker: our one-line error, not its retry log
+        ensure_registry_topic(bootstrap, topic, timeout_s=timeout_s)
+        state = read_registry(bootstrap, topic, timeout_s=timeout_s)
     if state.retired(spec.name, spec.version):
         msg = (f"{spec.name}.v{spec.version} is retired; promote it back with "
                f"`streamer types promote {spec.name}.v{spec.version}` to run it again")

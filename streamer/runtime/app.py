@@ -31,7 +31,7 @@ import faust
 
 from streamer.bench.results import BENCHMARKS_TOPIC
 from streamer.engine import Engine, RawMessage, open_engine, warm_start_from
-from streamer.errors import ConfigError
+from streamer.errors import ConfigError, StateError
 from streamer.events.deadletter import MemoryDeadLetters
 from streamer.events.decode import Decoder
 from streamer.runtime.kafka_sinks import EmbeddingPublisher, KafkaDeadLetters, SinkProducer
@@ -271,6 +271,37 @@ def worker_group(settings: Settings, spec: TopologySpec) -> str:
     return consumer_group_of(spec, settings.consumer_group, settings.topic_prefix)
 
 
+def check_table(settings: Settings, spec: TopologySpec) -> None:
+    """Fail fast if the type's feature table is held by another worker or cannot be opened.
+
+    Without this, a second worker of a running type joins the consumer group, takes
+    half the partitions and crash-loops on the RocksDB lock while they stall. Opening
+    the table also checks its manifest's dim and storage codec before consuming.
+
+    Raises
+    ------
+    ConfigError
+        If another process holds the table (one writer per path).
+    StateError
+        If the table belongs to another dim or codec.
+    """
+    from streamer.store.rocks import RocksFeatureTable
+    from streamer.transfer import table_path, type_dim
+
+    path = table_path(spec, state_dir=settings.state_dir, path_prefix=settings.topic_prefix)
+    if not (path / "CURRENT").is_file():
+        return  # created by the worker's first batch
+    try:
+        RocksFeatureTable(path, dim=type_dim(spec), codec=spec.storage_codec).close()
+    except StateError as exc:
+        if "is locked" not in str(exc):
+            raise
+        msg = (f"{spec.name}.v{spec.version} already has a worker using {path} (RocksDB lock "
+               "held); run one worker per type and state dir (scale out with more "
+               "partitions and workers on other state dirs)")
+        raise ConfigError(msg) from exc
+
+
 def check_web_port(settings: Settings) -> None:
     """Fail fast if the worker's /health and /metrics port is taken (e.g. by another worker).
 
@@ -429,6 +460,7 @@ def run_worker(settings: Settings, spec: TopologySpec, *, loglevel: str = "info"
     from streamer.registry import REGISTRY_TOPIC, register_version
 
     check_web_port(settings)
+    check_table(settings, spec)
     check_bench(settings, spec)
     # refuses a retired version; records created_at the first time this version runs
     register_version(settings.kafka_bootstrap, settings.topic(REGISTRY_TOPIC), spec)

@@ -161,6 +161,19 @@ def test_lag_is_zero_once_the_workers_caught_up(world):
     assert d["freshness"]["group"] == f"{world['prefix']}streamer-demo-cooc-v1"
 
 
+def test_a_second_worker_of_a_running_version_is_refused_at_start(world):
+    """Not a consumer-group member that crash-loops on the RocksDB lock while half the
+    partitions stall: a one-line refusal before joining the group."""
+    running = world["workers"][2]
+    assert running.alive()
+    env = {**running.env, "STREAMER_WORKER__WEB_PORT": "0"}
+    res = _cli("worker", "--type", "demo-cooc.v2", env=env)
+    assert res.returncode == 2, res.stderr
+    assert "demo-cooc.v2 already has a worker using" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert running.alive()
+
+
 def test_promote_switches_readers_and_retire_takes_the_old_version_out(world):
     s, env = world["serve"], world["env"]
     s.wait_caught_up("demo-cooc.v2", 1000, timeout_s=120)

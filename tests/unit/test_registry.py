@@ -194,3 +194,39 @@ def test_a_plug_in_declares_types_through_the_entry_point(tmp_path):
     got = json.loads(res.stdout)
     assert ["demo-cooc", 1, "float32"] in got and ["demo-cooc", 2, "int8"] in got
     assert ["example-type", 1, "float32"] in got
+
+
+def test_an_unreachable_registry_falls_back_to_the_decisions_last_seen(tmp_path, caplog):
+    from streamer.registry import resolve_ref, save_cache
+
+    cache = tmp_path / "registry-cache.json"
+    dead = "127.0.0.1:1"
+    # no cache: the default rule (lowest version), said in a warning
+    assert resolve_ref(dead, "registry", "demo", specs=SPECS, cache=cache) is V1
+    assert "no registry decision known" in caplog.text
+    s = RegistryState()
+    for r in promote_records(s, V2, now=1.0):
+        s.apply(r)
+    s.apply(retire_record(s, SPECS, V1, now=2.0))
+    save_cache(s, cache)
+    caplog.clear()
+    assert resolve_ref(dead, "registry", "demo", specs=SPECS, cache=cache) is V2
+    assert "the registry decisions last seen" in caplog.text
+    # NAME.vN never needs the registry
+    assert resolve_ref(dead, "registry", "demo.v3", specs=SPECS, cache=cache) is V3
+
+
+def test_serve_refuses_a_taken_port_in_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = subprocess.run([sys.executable, "-m", "streamer", "serve", "--port", str(port)],  # noqa: S603
+                             capture_output=True, text=True, check=False, timeout=120,
+                             env={"PATH": "/usr/bin:/bin", "STREAMER_STATE_DIR": str(tmp_path),
+                                  "STREAMER_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
+    assert res.returncode == 2, res.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
