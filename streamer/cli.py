@@ -53,7 +53,9 @@ def _spec(ref: str) -> Any:
     from streamer.registry import REGISTRY_TOPIC, resolve_ref
 
     settings = _settings()
-    return resolve_ref(settings.kafka_bootstrap, settings.topic(REGISTRY_TOPIC), ref)
+    cache = settings.state_dir / f"{settings.topic_prefix}registry-cache.json"
+    return resolve_ref(settings.kafka_bootstrap, settings.topic(REGISTRY_TOPIC), ref,
+                       cache=cache)
 
 
 def _setup_logging(level: str) -> None:
@@ -131,6 +133,21 @@ def worker(
     run_worker(settings, spec, loglevel=loglevel, noop=noop, init=init)
 
 
+def _check_port(host: str, port: int) -> None:
+    """Fail fast (exit 2) if ``host:port`` cannot be bound (taken, or not an address here)."""
+    import socket
+
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}; pick another "
+                  "--port/--host (STREAMER_API_PORT, STREAMER_API_HOST)")
+
+
 @app.command()
 def serve(
     type_names: Annotated[list[str] | None, typer.Option(
@@ -170,6 +187,7 @@ def serve(
 
     settings = _settings()
     idx = settings.index
+    _check_port(host or settings.api_host, settings.api_port if port is None else port)
     declared = declared_types()
     # NAME: every declared version (the registry picks the live one per request)
     specs = expand_refs(declared, type_names) if type_names else list(declared)
@@ -193,15 +211,17 @@ def serve(
     bench_tail.start()
     tails.append(bench_tail)
     catalog = Catalog(specs, served)
+    catalog.groups = {f"{s.name}.v{s.version}": consumer_group_of(
+        s, settings.consumer_group, settings.topic_prefix) for s in specs}
     poller = RegistryPoller(
         catalog,
         partial(read_registry, settings.kafka_bootstrap, settings.topic(REGISTRY_TOPIC),
-                timeout_s=5.0),
+                timeout_s=5.0, quiet=True),
         lambda spec: consumer_lag(
             settings.kafka_bootstrap,
             consumer_group_of(spec, settings.consumer_group, settings.topic_prefix),
             settings.topic(spec.source), timeout_s=5.0))
-    poller.poll_once()  # the live versions are known before the first request
+    poller.poll_once(lag=False)  # the live versions are known before the first request
     poller.start()
     tails.append(poller)
     api = create_api(catalog, token=settings.api_token, board=board)
@@ -348,7 +368,11 @@ def main() -> None:
         app(standalone_mode=True)
     except StreamerError as exc:
         code = 2 if 400 <= exc.http_status < 500 else 1
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from streamer.client import Unauthorized
+
+        hint = ("; set STREAMER_API_TOKEN to the server's token"
+                if isinstance(exc, Unauthorized) else "")
+        err.print(f"[bold red]error:[/] {exc}{hint}", highlight=False, soft_wrap=True)
         sys.exit(code)
     except httpx.TransportError as exc:
         err.print(f"[bold red]error:[/] cannot reach the API: {exc}; is `streamer serve` "

@@ -11,6 +11,7 @@ Examples
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any, ClassVar, NamedTuple
 from urllib.parse import quote
@@ -64,7 +65,8 @@ class Client:
     base_url
         e.g. ``http://127.0.0.1:8080``.
     token
-        Bearer token, if the server requires one.
+        Bearer token, if the server requires one; ``None`` (the default) reads the
+        ``STREAMER_API_TOKEN`` environment variable, as the CLI does; ``""`` sends none.
     timeout_s
         Per-request timeout in wall seconds.
 
@@ -80,6 +82,8 @@ class Client:
     """
 
     def __init__(self, base_url: str, *, token: str | None = None, timeout_s: float = 10.0):
+        if token is None:
+            token = os.environ.get("STREAMER_API_TOKEN")
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers,
                                   timeout=timeout_s)
@@ -142,7 +146,17 @@ class Client:
         ``watermark`` is the event time expiry is judged against (the live type's, or
         the snapshot's); ``snapshot`` is ``None`` or ``{"id", "event_time",
         "created_at"}``.
+
+        Raises
+        ------
+        BadRequest
+            ``ids`` is a single string (before any request is sent), or as the
+            server answers (see the class).
         """
+        if isinstance(ids, str | bytes):  # would be iterated character by character
+            msg = (f"ids must be a list of ids, got a {type(ids).__name__} ({ids[:40]!r}); "
+                   f"pass [{ids[:40]!r}]")
+            raise BadRequest(msg)
         body: dict[str, Any] = {"ids": list(ids)}
         if snapshot is not None:
             body["snapshot"] = snapshot
@@ -175,6 +189,11 @@ class Client:
             "update_count", "model_version"}``: ``status`` is ``"fresh"``,
             ``"expired"`` or ``"missing"``; ``vector`` is a list of ``dim`` floats or
             ``None`` (missing, or expired without ``include_expired``).
+
+        Raises
+        ------
+        BadRequest
+            ``ids`` is a str (one id: pass ``[id]``), or the server refused an id.
         """
         return self.read(type_name, ids, snapshot=snapshot,
                          include_expired=include_expired)["items"]

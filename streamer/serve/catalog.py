@@ -47,6 +47,8 @@ class Catalog(Mapping[str, ServedType]):
         self._served = dict(served)
         self._state = state
         self.lags: dict[str, dict[str, Any]] = {}
+        #: ``"name.vN"`` -> the worker's actual consumer group (set by ``streamer serve``)
+        self.groups: dict[str, str] = {}
         self.registry_error: str | None = None
 
     @property
@@ -59,8 +61,16 @@ class Catalog(Mapping[str, ServedType]):
         self._state = state
         self.registry_error = None
 
-    def resolve(self, ref: str) -> ServedType:
+    def resolve(self, ref: str, *, allow_retired: bool = False) -> ServedType:
         """Return the ServedType ``ref`` (``NAME`` or ``NAME.vN``) names.
+
+        Parameters
+        ----------
+        ref
+            ``NAME`` (the live version) or ``NAME.vN``.
+        allow_retired
+            Whether a retired version named explicitly (``NAME.vN``) resolves: True for
+            its metadata, False (the default) for reads of its data.
 
         Raises
         ------
@@ -68,7 +78,7 @@ class Catalog(Mapping[str, ServedType]):
             As :func:`streamer.registry.resolve`; also UnknownType when the version
             is declared but not served by this replica (``serve --type``).
         """
-        spec = resolve(self.specs, self._state, ref)
+        spec = resolve(self.specs, self._state, ref, allow_retired=allow_retired)
         st = self._served.get(f"{spec.name}.v{spec.version}")
         if st is None:
             served = ", ".join(sorted(self._served)) or "(none)"
@@ -91,7 +101,7 @@ class Catalog(Mapping[str, ServedType]):
         fresh = {"last_event_ts": desc.get("last_event_ts"), "caught_up": st.caught_up,
                  "entities": len(st), **self.lags.get(ref, {"lag": None})}
         e = entry(self.spec_of(st), self.specs, self._state, dim=st.dim, freshness=fresh,
-                  scores=scores)
+                  scores=scores, consumer_group=self.groups.get(ref))
         # the served metadata too (entities, caught_up, last_event_ts, ttl_s...)
         e.update({k: v for k, v in desc.items() if k not in e})
         return e
@@ -153,15 +163,18 @@ class RegistryPoller(threading.Thread):
         """Ask the thread to stop."""
         self._stop_evt.set()
 
-    def poll_once(self) -> None:
-        """Read the registry and lags once (errors are kept in ``catalog.registry_error``)."""
+    def poll_once(self, *, lag: bool = True) -> None:
+        """Read the registry (and the lags, unless ``lag`` is False) once.
+
+        Errors are kept in ``catalog.registry_error`` / the lag entries, never raised.
+        """
         try:
             self.catalog.set_state(self.read())
             self.reads += 1
         except RegistryUnavailable as exc:
             self.catalog.registry_error = str(exc)
             log.warning("registry read failed: %s", exc)
-        if self.lag is not None:
+        if lag and self.lag is not None:
             for ref, st in self.catalog.versions().items():
                 try:
                     self.catalog.lags[ref] = self.lag(self.catalog.spec_of(st))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +25,7 @@ from served_server import write_snapshot as _write_snapshot
 
 from streamer.client import Client, Unauthorized
 from streamer.errors import BadRequest, DimensionMismatch, UnknownEntity, UnknownType
-from streamer.serve.api import create_api
+from streamer.serve.api import MAX_BODY_BYTES, create_api
 from streamer.serve.served import MAX_IDS, MAX_K
 from streamer.serve.snapshots import UnknownSnapshot
 from streamer.testing.procs import free_port
@@ -247,6 +249,9 @@ BAD_INPUT = [
     ("post", N, {"vector": [0.0] * DIM, "k": 3}, 422, "all zeros"),
     ("post", N, {"vector": ["a"] * DIM}, 422, "invalid body.vector.0"),
     ("post", N, {"vector": 1.0}, 422, "invalid body.vector"),
+    ("post", N, {"vector": [True, False] * (DIM // 2)}, 422,
+     "invalid body.vector.0: Input should be a valid number"),
+    ("post", N, {"vector": [1.0, False] * (DIM // 2)}, 422, "invalid body.vector.1"),
     # kind
     ("get", N + "/u:1?kind=page", None, 422, "invalid query.kind"),
     ("post", N, {"vector": GOOD, "kind": "page"}, 422, "invalid body.kind"),
@@ -294,6 +299,111 @@ def test_bad_input_gets_a_4xx_with_a_one_line_reason(api, method, path, body, st
     assert isinstance(r.json()["code"], str)
 
 
+HTTP_ERRORS = [
+    ("GET", E + "/u:0", None, 404, "NotFound",
+     "no route GET /v1/types/t/embeddings/u:0; nearest: GET,POST /v1/types/{name}/embeddings"),
+    ("GET", "/v1/nope", None, 404, "NotFound", "no route GET /v1/nope; nearest: "),
+    ("GET", "/nope", None, 404, "NotFound", "no route GET /nope; see /docs"),
+    ("GET", N, None, 405, "MethodNotAllowed",
+     "method GET is not allowed on /v1/types/t/neighbours; allowed: POST"),
+    ("DELETE", "/v1/types/t", None, 405, "MethodNotAllowed",
+     "method DELETE is not allowed on /v1/types/t; allowed: GET"),
+    ("PUT", E, {"ids": ["u:1"]}, 405, "MethodNotAllowed",
+     "method PUT is not allowed on /v1/types/t/embeddings; allowed: GET, POST"),
+    ("POST", E, "[" * 100_000, 400, "BadRequest",
+     "could not parse the body of POST /v1/types/t/embeddings (JSON nested too deeply)"),
+    ("POST", N, "[" * 100_000, 400, "BadRequest", "expected a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "code", "fragment"), HTTP_ERRORS,
+                         ids=[f"{m} {p} {st}" for m, p, _, st, _, _ in HTTP_ERRORS])
+def test_http_level_errors_have_our_error_shape(api, method, path, body, status, code,
+                                                fragment):
+    if isinstance(body, str):
+        r = api.request(method, path, content=body,
+                        headers={"content-type": "application/json"})
+    else:
+        r = api.request(method, path, json=body)
+    assert r.status_code == status, r.text
+    assert set(r.json()) == {"error", "code"}, r.text  # never FastAPI's {"detail": ...}
+    assert r.json()["code"] == code
+    err = r.json()["error"]
+    assert fragment in err, err
+    assert "\n" not in err and len(err) < 400
+    if status == 405:
+        assert r.headers["allow"] == fragment.rsplit("allowed: ", 1)[1]
+
+
+def test_a_body_over_the_limit_is_413_and_a_full_batch_fits(api):
+    size = MAX_BODY_BYTES + 1
+    r = api.post(E, content=b"x" * size, headers={"content-type": "application/json"})
+    assert r.status_code == 413, r.text
+    assert r.json() == {"error": f"request body of {size} bytes is too large; expected at "
+                                 f"most {MAX_BODY_BYTES} bytes", "code": "PayloadTooLarge"}
+    # the biggest legitimate batch (MAX_IDS ids of 300 characters) is far below the limit
+    ids = [f"u:{j:0298d}" for j in range(MAX_IDS)]
+    r = api.post(E, json={"ids": ids})
+    assert r.status_code == 200, r.text
+    assert [i["status"] for i in r.json()["items"]] == ["missing"] * MAX_IDS
+
+
+def _raw_http(port: int, head: bytes, chunks: list[bytes]) -> tuple[int, dict]:
+    """Send a request by hand (head, then ``chunks``); return the status and JSON body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        for c in chunks:
+            sock.sendall(c)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+                next(ln.split(b":")[1] for ln in data.split(b"\r\n")
+                     if ln.lower().startswith(b"content-length:"))):
+            got = sock.recv(65536)
+            assert got, data
+            data += got
+    head_out, body = data.split(b"\r\n\r\n", 1)
+    return int(head_out.split()[1]), json.loads(body)
+
+
+def test_a_large_content_length_is_refused_before_the_body_is_read(server):
+    # 300 MB announced and none sent: a server that read the body would wait for it
+    head = (b"POST /v1/types/t/embeddings HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 300000000\r\n\r\n")
+    status, body = _raw_http(server.port, head, [])
+    assert status == 413
+    assert body == {"error": f"request body of 300000000 bytes is too large; expected at "
+                             f"most {MAX_BODY_BYTES} bytes", "code": "PayloadTooLarge"}
+
+
+def test_a_chunked_body_over_the_limit_is_refused_while_read(server):
+    head = (b"POST /v1/types/t/embeddings HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    piece = b"x" * 65536
+    n = MAX_BODY_BYTES // len(piece) + 1  # one piece over the limit, no final 0-chunk
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    status, body = _raw_http(server.port, head, [chunk] * n)
+    assert status == 413, body
+    assert body["code"] == "PayloadTooLarge"
+    m = re.fullmatch(r"request body of at least (\d+) bytes \(sent without Content-Length\) "
+                     rf"is too large; expected at most {MAX_BODY_BYTES} bytes", body["error"])
+    assert m, body["error"]
+    assert MAX_BODY_BYTES < int(m[1]) <= n * len(piece)  # counted as the pieces arrived
+    # a small chunked body is served as usual
+    ok = httpx.post(server.url + E, content=iter([b'{"ids": ', b'["u:1"]}']),
+                    headers={"content-type": "application/json"})
+    assert "content-length" not in ok.request.headers
+    assert ok.status_code == 200 and ok.json()["items"][0]["found"], ok.text
+
+
+def test_comma_lists_are_one_id_because_ids_may_contain_commas(api):
+    # a user or item id is any 1..256-character string (commas included): repeat ids=
+    r = api.get(E + "?ids=u:0,i:1")
+    assert r.status_code == 200
+    assert [(i["id"], i["status"]) for i in r.json()["items"]] == [("u:0,i:1", "missing")]
+    r = api.get(E + "?ids=u:28&ids=i:28")
+    assert [i["id"] for i in r.json()["items"]] == ["u:28", "i:28"]
+
+
 def test_snapshot_read_on_a_server_without_snapshots_is_404():
     with TestClient(create_api({"t": make_served()})) as c:
         r = c.get(E, params={"ids": "u:1", "snapshot": "3"})
@@ -329,6 +439,38 @@ def test_token_is_required_on_every_route_but_health(headers, fragment, path):
         assert ok.status_code == 200, ok.text
 
 
+@pytest.mark.parametrize(("header", "status"), [
+    (f"Bearer {TOKEN}", 200),
+    (f"bearer {TOKEN}", 200),  # the scheme is case-insensitive (RFC 7235 §2.1)
+    (f"BEARER {TOKEN}", 200),
+    (f"Bearer   {TOKEN} ", 200),
+    (f"bearer {TOKEN.upper()}", 401),  # the token is not
+    (f"Bearer{TOKEN}", 401),
+    (f"Basic {TOKEN}", 401),
+    (f"bearer {TOKEN}x", 401),
+])
+def test_bearer_scheme_is_case_insensitive_but_the_token_is_exact(header, status):
+    with TestClient(create_api({"t": make_served()}, token=TOKEN)) as c:
+        r = c.get(E, params={"ids": "u:1"}, headers={"authorization": header})
+        assert r.status_code == status, r.text
+        if status == 401:
+            assert r.json()["code"] == "Unauthorized"
+        else:
+            assert r.json()["items"][0]["found"]
+
+
+def test_body_limit_and_route_errors_keep_their_shape_behind_a_token():
+    with TestClient(create_api({"t": make_served()}, token=TOKEN)) as c:
+        auth = {"authorization": f"Bearer {TOKEN}", "content-type": "application/json"}
+        big = iter([b"x" * 65536] * (MAX_BODY_BYTES // 65536 + 1))  # chunked
+        r = c.post(E, content=big, headers=auth)
+        assert r.status_code == 413 and r.json()["code"] == "PayloadTooLarge", r.text
+        r = c.delete("/v1/types/t", headers=auth)
+        assert r.status_code == 405 and r.json()["code"] == "MethodNotAllowed", r.text
+        r = c.delete("/v1/types/t")
+        assert r.status_code == 401 and r.json()["code"] == "Unauthorized", r.text
+
+
 def test_default_bind_address_is_loopback(monkeypatch):
     from streamer.cli import app as cli_app
     from streamer.settings import Settings
@@ -346,7 +488,8 @@ def test_default_bind_address_is_loopback(monkeypatch):
 
 # ------------------------------------------------------------------- client error mapping
 
-def test_client_maps_errors_over_real_http(tmp_path):
+def test_client_maps_errors_over_real_http(tmp_path, monkeypatch):
+    monkeypatch.delenv("STREAMER_API_TOKEN", raising=False)  # Client's default token
     _write_snapshot(tmp_path, IDS, records())
     with Server(make_served(snapshot_root=tmp_path), token=TOKEN) as s:
         with Client(s.url, token=TOKEN) as c:

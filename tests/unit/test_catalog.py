@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from streamer.errors import RegistryUnavailable
+from streamer.errors import RegistryUnavailable, RetiredType
 from streamer.index.exact import ExactIndex
 from streamer.index.kinded import KindedIndex
 from streamer.registry import RegistryState, promote_records, retire_record
@@ -98,6 +98,30 @@ def test_types_lists_every_version_with_status_lag_and_registry_fields(world):
     assert v2["entities"] == 21 and v2["caught_up"] is True
     r = c.get("/v1/types/demo.v1/embeddings", params={"ids": ["u:1"]})
     assert r.status_code == 410 and "demo.v1 is retired" in r.json()["error"]
+
+
+def test_a_retired_version_describes_itself_but_its_data_is_gone(world):
+    c, state, poller, cat = world
+    s = RegistryState()
+    for r in promote_records(s, V2, now=5.0):
+        s.apply(r)
+    s.apply(retire_record(s, SPECS, V1, now=6.0))
+    state["s"] = s
+    poller.poll_once()
+    meta = c.get("/v1/types/demo.v1")
+    assert meta.status_code == 200, meta.text
+    assert (meta.json()["ref"], meta.json()["status"]) == ("demo.v1", "retired")
+    assert meta.json()["entities"] == 21
+    assert c.get("/v1/types/demo").json()["ref"] == "demo.v2"  # NAME is still the live one
+    for path in ("/v1/types/demo.v1/embeddings?ids=u:1", "/v1/types/demo.v1/neighbours/u:1",
+                 "/v1/types/demo.v1/snapshots"):
+        r = c.get(path)
+        assert r.status_code == 410 and "demo.v1 is retired" in r.json()["error"], path
+    r = c.post("/v1/types/demo.v1/neighbours", json={"vector": [1.0] * DIM})
+    assert r.status_code == 410 and r.json()["code"] == "RetiredType"
+    assert cat.resolve("demo.v1", allow_retired=True) is cat.versions()["demo.v1"]
+    with pytest.raises(RetiredType, match="demo.v1 is retired"):
+        cat.resolve("demo.v1")
 
 
 def test_an_unreachable_registry_keeps_the_last_decisions_and_says_so(world):

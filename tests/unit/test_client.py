@@ -13,6 +13,7 @@ from served_server import IDS, T0, TTL, Server, expired_ids, make_served, record
 from served_server import write_snapshot as _write_snapshot
 
 from streamer.client import Client, Neighbour, Unauthorized
+from streamer.errors import BadRequest
 from streamer.serve.snapshots import UnknownSnapshot
 
 TOKEN = "tok-123"
@@ -74,10 +75,30 @@ def test_neighbours_flagged_and_fresh_only(client):
     assert byvec[0].id == "i:28" and not any(n.expired for n in byvec)
 
 
-def test_client_without_token_is_unauthorized(server):
+def test_client_without_token_is_unauthorized(server, monkeypatch):
+    monkeypatch.delenv("STREAMER_API_TOKEN", raising=False)
     with Client(server.url) as c, pytest.raises(Unauthorized, match="missing bearer token"):
         c.get("t", ["u:1"])
     assert Unauthorized.http_status == 401  # the CLI turns it into exit 2
+
+
+def test_client_token_defaults_to_the_environment(server, monkeypatch):
+    monkeypatch.setenv("STREAMER_API_TOKEN", TOKEN)
+    with Client(server.url) as c:
+        assert c.get("t", ["i:28"])[0]["status"] == "fresh"
+    with Client(server.url, token="") as c, pytest.raises(Unauthorized, match="missing"):
+        c.get("t", ["i:28"])  # "" sends no token, whatever the environment says
+    with Client(server.url, token="wrong") as c, pytest.raises(Unauthorized, match="wrong"):
+        c.get("t", ["i:28"])  # an explicit token wins over the environment
+
+
+def test_get_with_one_str_instead_of_a_list_is_a_bad_request(client):
+    with pytest.raises(BadRequest, match=r"ids must be a list of ids, got a str \('u:0'\); "
+                                         r"pass \['u:0'\]"):
+        client.get("t", "u:0")
+    with pytest.raises(BadRequest, match="got a str"):
+        client.read("t", "i:28")
+    assert [i["id"] for i in client.get("t", ("u:0", "i:28"))] == ["u:0", "i:28"]
 
 
 # ------------------------------------------------------------------- CLI
@@ -131,6 +152,18 @@ def test_cli_get_bad_arguments_exit_2_with_one_line(server, args, token, fragmen
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert fragment in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_cli_unauthorized_tells_to_set_the_token_env_var(server):
+    for token, why in ((None, "missing"), ("wrong", "wrong")):
+        r = _get(server, "t", "u:1", token=token)
+        assert r.returncode == 2, r.stderr
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1, r.stderr
+        assert f"{why} bearer token" in lines[0]
+        assert lines[0].endswith("set STREAMER_API_TOKEN to the server's token"), lines[0]
+    r = _get(server, "nope", "u:1")  # other errors get no token hint
+    assert r.returncode == 2 and "STREAMER_API_TOKEN to" not in r.stderr
 
 
 def test_cli_get_too_many_ids_exits_2():
