@@ -307,6 +307,18 @@ def test_neighbour_lookup_shows_the_apis_answer_and_its_errors(server, run, brow
     scores = [float(s) for s in p.locator("[data-testid=nb-score]").all_inner_texts()]
     assert scores == pytest.approx([n["score"] for n in want["neighbours"]], abs=1e-4)
     assert p.locator("#nb-summary").inner_text().startswith("7 neighbours of")
+    # the TTL column flags what the API flags (demo-cooc has no TTL: none expired)
+    flags = p.locator("[data-testid=nb-expired]").all_inner_texts()
+    assert [f == "expired" for f in flags] == [n["expired"] for n in want["neighbours"]]
+    # "fresh only" asks the API for fresh_only=true
+    _s, fresh = _get(f"{srv.url}/v1/types/{TYPE}/neighbours/{item}?k=7&kind=item"
+                     "&fresh_only=true")
+    p.locator("[data-testid=nb-fresh]").check()
+    b.lookup(TYPE, item, 7, "item")
+    assert p.locator("#nb-summary").inner_text().endswith(", fresh only")
+    assert rows.evaluate_all("els => els.map(e => e.dataset.id)") == \
+        [n["id"] for n in fresh["neighbours"]]
+    p.locator("[data-testid=nb-fresh]").uncheck()
 
     # a click on a neighbour looks up its own neighbours
     first = want["neighbours"][0]["id"]
