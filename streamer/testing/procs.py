@@ -15,6 +15,47 @@ from pathlib import Path
 _HANDED_OUT: set[int] = set()
 
 
+def fill_engagements(bootstrap: str, prefix: str, dataset: str, *, limit: int | None = None,
+                     partitions: int = 4) -> list[tuple[bytes, bytes, int]]:
+    """Create ``<prefix>engagements`` (+ its dead-letter topic) and produce a data set into it.
+
+    Parameters
+    ----------
+    bootstrap, prefix
+        Broker and topic prefix of the test.
+    dataset
+        A :func:`streamer.datasets.load_wire` data set name (read from the data dir).
+    limit
+        Produce only the first ``limit`` events (default: all).
+    partitions
+        Partitions of both topics (kept forever: ``retention.ms=-1``).
+
+    Returns
+    -------
+    list of (key, value, timestamp_ms)
+        The messages produced, in order.
+
+    Raises
+    ------
+    AssertionError
+        If the broker acknowledged another number of records.
+    """
+    import itertools
+
+    from streamer.datasets import load_wire
+    from streamer.kafka_io import TopicSpec, ensure_topics, produce_events
+
+    keep = {"retention.ms": "-1"}
+    ensure_topics(bootstrap, {
+        f"{prefix}engagements": TopicSpec(partitions=partitions, configs=keep),
+        f"{prefix}engagements.deadletter": TopicSpec(partitions=partitions, configs=keep),
+    })
+    wire = list(itertools.islice(load_wire(dataset), limit))
+    total = produce_events(bootstrap, f"{prefix}engagements", wire, rate=None)
+    assert total == len(wire), (total, len(wire))
+    return wire
+
+
 def free_port() -> int:
     """Return a TCP port that was free on 127.0.0.1 a moment ago.
 
@@ -135,6 +176,25 @@ class WorkerProcess:
         msg = (f"worker did not catch up to {total} in {timeout_s}s "
                f"(at {self.applied()}); log:\n{self.tail_log()}")
         raise AssertionError(msg)
+
+    def wait_bench_idle(self, min_snapshots: int, timeout_s: float = 180,
+                        metrics: dict | None = None) -> dict:
+        """Wait until ``min_snapshots`` scheduled snapshots exist and no task runs.
+
+        The last snapshot's tasks run in a background thread after the events are
+        applied. Returns the last metrics seen (``metrics`` if the worker never
+        answered); gives up quietly after ``timeout_s`` wall seconds, so the caller's
+        assertions say what is missing.
+        """
+        last = metrics or {}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            last = self.metrics() or last
+            b = last.get("bench", {})
+            if b.get("snapshots", 0) >= min_snapshots and not b.get("busy", True):
+                break
+            time.sleep(0.5)
+        return last
 
     def kill(self) -> None:
         """SIGKILL the worker's process group and wait for it."""

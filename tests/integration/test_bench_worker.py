@@ -23,9 +23,8 @@ import uuid
 
 import pytest
 
-from streamer.datasets import load_wire
-from streamer.kafka_io import TopicSpec, consume_all, ensure_topics, produce_events
-from streamer.testing.procs import ServeProcess, WorkerProcess
+from streamer.kafka_io import consume_all
+from streamer.testing.procs import ServeProcess, WorkerProcess, fill_engagements
 
 pytestmark = pytest.mark.integration
 
@@ -47,14 +46,8 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def run(kafka_bootstrap: str, tmp_path_factory) -> dict:
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
     state = tmp_path_factory.mktemp("state")
-    wire = list(load_wire("lastfm-asia"))
-    keep = {"retention.ms": "-1"}
-    ensure_topics(kafka_bootstrap, {
-        f"{prefix}engagements": TopicSpec(partitions=4, configs=keep),
-        f"{prefix}engagements.deadletter": TopicSpec(partitions=4, configs=keep),
-    })
-    total = produce_events(kafka_bootstrap, f"{prefix}engagements", wire, rate=None)
-    assert total == len(wire) == 55_612
+    total = len(fill_engagements(kafka_bootstrap, prefix, "lastfm-asia"))
+    assert total == 55_612
     env = {
         "STREAMER_BENCH__SNAPSHOT_EVERY_EVENTS": str(EVERY),
         "STREAMER_BENCH__SNAPSHOT_RETAIN": "2",
@@ -74,14 +67,7 @@ def run(kafka_bootstrap: str, tmp_path_factory) -> dict:
             assert w.alive(), w.tail_log()
             time.sleep(0.3)
         manual = _cli("snapshot", TYPE, "--json", env=cli_env)
-        metrics = w.wait_applied(total, timeout_s=300)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:  # the last snapshot's tasks run in background
-            metrics = w.metrics() or metrics
-            b = metrics.get("bench", {})
-            if b.get("snapshots", 0) >= 2 and not b.get("busy", True):
-                break
-            time.sleep(0.5)
+        metrics = w.wait_bench_idle(2, metrics=w.wait_applied(total, timeout_s=300))
         rc = w.stop()
     finally:
         if w.alive():

@@ -12,7 +12,6 @@ version, and a worker refusing to run a retired version.
 
 from __future__ import annotations
 
-import itertools
 import json
 import subprocess
 import sys
@@ -24,9 +23,7 @@ import numpy as np
 import pytest
 
 from streamer.client import Client
-from streamer.datasets import load_wire
-from streamer.kafka_io import TopicSpec, ensure_topics, produce_events
-from streamer.testing.procs import ServeProcess, WorkerProcess
+from streamer.testing.procs import ServeProcess, WorkerProcess, fill_engagements
 from tests.plugins.install import EXAMPLE_SRC, install_distribution
 
 pytestmark = pytest.mark.integration
@@ -58,13 +55,7 @@ def world(kafka_bootstrap: str, tmp_path_factory) -> dict:
     state = tmp_path_factory.mktemp("state")
     site = tmp_path_factory.mktemp("site")
     install_distribution(EXAMPLE_SRC, site)
-    keep = {"retention.ms": "-1"}
-    ensure_topics(kafka_bootstrap, {
-        f"{prefix}engagements": TopicSpec(partitions=4, configs=keep),
-        f"{prefix}engagements.deadletter": TopicSpec(partitions=4, configs=keep),
-    })
-    wire = list(itertools.islice(load_wire("lastfm-asia"), N_EVENTS))
-    assert produce_events(kafka_bootstrap, f"{prefix}engagements", wire, rate=None) == N_EVENTS
+    assert len(fill_engagements(kafka_bootstrap, prefix, "lastfm-asia", limit=N_EVENTS)) == N_EVENTS
     extra = {"PYTHONPATH": str(site), "STREAMER_WORKER__BATCH_WITHIN_S": "0.3",
              "STREAMER_BENCH__SNAPSHOT_EVERY_EVENTS": "0"}
     workers = {v: WorkerProcess(f"demo-cooc.v{v}", bootstrap=kafka_bootstrap, state_dir=state,
