@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -33,20 +32,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _kafka import start_broker, stop_broker  # noqa: E402
+
 from streamer.datasets import load_wire  # noqa: E402
 from streamer.kafka_io import TopicSpec, ensure_topics, produce_events  # noqa: E402
 
 PARTITIONS = 4
-
-
-def _broker() -> tuple[str, bool]:
-    boot = os.environ.get("STREAMER_KAFKA_BOOTSTRAP")
-    if boot:
-        return boot, False
-    port = os.environ.get("STREAMER_BENCH_KAFKA_PORT", "49192")
-    out = subprocess.run([str(ROOT / "scripts" / "kafka-local"), "start", "--fresh", "--port",
-                          port], check=True, capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[-1], True
 
 
 def kafka_python_rate(bootstrap: str, topic: str, total: int, batch: int) -> float:
@@ -105,7 +96,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=5000, help="records per poll/consume call")
     args = ap.parse_args()
-    bootstrap, started = _broker()
+    bootstrap, started = start_broker("49192")
     try:
         topic = f"bench-consume-{uuid.uuid4().hex[:8]}.engagements"
         ensure_topics(bootstrap, {topic: TopicSpec(partitions=PARTITIONS)})
@@ -127,9 +118,7 @@ def main() -> None:
         }
     finally:
         if started:
-            subprocess.run([str(ROOT / "scripts" / "kafka-local"), "stop", "--port",
-                            os.environ.get("STREAMER_BENCH_KAFKA_PORT", "49192")],
-                           check=False, capture_output=True)
+            stop_broker(bootstrap)
     print(json.dumps(out, indent=None if args.json else 2))
 
 

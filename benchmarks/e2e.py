@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,21 +34,13 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _kafka import start_broker, stop_broker  # noqa: E402
+
 from streamer.datasets import load_wire  # noqa: E402
 from streamer.kafka_io import TopicSpec, ensure_topics, produce_events  # noqa: E402
 from streamer.testing.procs import ServeProcess, WorkerProcess  # noqa: E402
 
 TYPE = "wiki-cooc"
-
-
-def _broker() -> tuple[str, bool]:
-    boot = os.environ.get("STREAMER_KAFKA_BOOTSTRAP")
-    if boot:
-        return boot, False
-    port = os.environ.get("STREAMER_BENCH_KAFKA_PORT", "49092")
-    out = subprocess.run([str(ROOT / "scripts" / "kafka-local"), "start", "--fresh", "--port",
-                          port], check=True, capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[-1], True
 
 
 def _throughput(w: WorkerProcess, total: int, rss: list[float] | None = None) -> float:
@@ -144,7 +134,7 @@ def main() -> None:
     ap.add_argument("--fresh-seconds", type=float, default=15.0)
     ap.add_argument("--fresh-rate", type=float, default=2000.0)
     args = ap.parse_args()
-    boot, started = _broker()
+    boot, started = start_broker("49092")
     tmp = Path(tempfile.mkdtemp(prefix="streamer-e2e-"))
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
     try:
@@ -185,8 +175,7 @@ def main() -> None:
         print(json.dumps(result, indent=None if args.json else 2))
     finally:
         if started:
-            subprocess.run([str(ROOT / "scripts" / "kafka-local"), "stop", "--port",
-                            boot.rsplit(":", 1)[1]], check=False, capture_output=True)
+            stop_broker(boot)
 
 
 if __name__ == "__main__":
