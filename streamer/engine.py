@@ -18,6 +18,15 @@ A crash at any point therefore restarts from a state that is exactly the state a
 some prefix of whole micro-batches, and the learner's per-partition, per-event
 semantics make the end state independent of how batches were cut.
 
+Scale-out (DESIGN §6, issue 6): when the learner is partition-scoped (every state
+record belongs to one source partition, e.g. co-occurrence), an optional
+:class:`Changelog` receives each batch's changed state records and last offsets, grouped
+by partition, *before* the local commit (the runtime writes them to a compacted Kafka
+topic in one transaction). When a partition moves to this worker (rebalance after a
+crash, or more workers), :meth:`Engine.restore_partitions` replaces the local state of
+that partition with the changelog's if it is further ahead, rebuilds the learner and
+rewrites every vector in one commit: keyed state moves with its partition.
+
 A fresh type can be warm-started from another type's vectors before it consumes
 anything (:func:`warm_start_from`, ``streamer worker --init-from``): one more atomic
 commit of vectors and learner state, with no offsets.
@@ -31,6 +40,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -83,6 +93,65 @@ class RawMessage:
 
 
 @dataclass
+class PartitionState:
+    """The state of one source partition, as a changelog or the local table holds it.
+
+    Attributes
+    ----------
+    partition
+        Source partition number.
+    offsets
+        Last applied offset per source topic (``{}`` if nothing was applied).
+    records
+        Engine state records of this partition (full keys, e.g. ``b"L/r..."``).
+    """
+
+    partition: int
+    offsets: dict[str, int] = field(default_factory=dict)
+    records: dict[bytes, bytes] = field(default_factory=dict)
+
+    def ahead_of(self, other: dict[str, int]) -> bool:
+        """Return True if some topic's offset here is past ``other``'s (``{topic: offset}``)."""
+        return any(o > other.get(t, -1) for t, o in self.offsets.items())
+
+
+class Changelog(Protocol):
+    """Where a partition-scoped engine mirrors its state (see :mod:`streamer.runtime.changelog`)."""
+
+    def write(self, records: dict[int, dict[bytes, bytes | None]],
+              offsets: dict[tuple[str, int], int]) -> None:
+        """Durably write one batch, all or nothing.
+
+        ``records`` are the changed state records per partition (``None`` deletes),
+        ``offsets`` the last applied offset per (topic, partition).
+
+        Raises
+        ------
+        Exception
+            If the batch could not be written; the engine then does not commit it.
+        """
+
+
+@dataclass
+class RestoreResult:
+    """What :meth:`Engine.restore_partitions` did.
+
+    Attributes
+    ----------
+    restored
+        Partitions whose local state was replaced by the incoming one.
+    kept
+        Partitions whose local state was as far or further ahead (left as they were).
+    rewritten
+        Number of feature records rewritten (vectors recomputed from the new state).
+    """
+
+    restored: list[int] = field(default_factory=list)
+    kept: list[int] = field(default_factory=list)
+    rewritten: int = 0
+
+
+@dataclass
 class BatchResult:
     """What one :meth:`Engine.process` call did."""
 
@@ -119,6 +188,12 @@ class Engine:
         Called with ``(learner, batch)`` just before the learner learns each batch of
         accepted events (predict-then-learn scoring: :mod:`streamer.scheduler`); it must
         not change the learner.
+    changelog
+        Mirror of the per-partition state (scale-out); only used when the learner is
+        partition-scoped, written before each local commit.
+    learner_factory
+        Builds a fresh learner of the same params (for :meth:`restore_partitions`);
+        default ``build_learner(spec.algorithm, spec.params)``.
 
     Raises
     ------
@@ -139,8 +214,12 @@ class Engine:
         dedup_window_s: float = 86_400.0,
         publish: Callable[[list[str], list[FeatureRecord]], None] | None = None,
         before_learn: Callable[[OnlineLearner, EventBatch], None] | None = None,
+        changelog: Changelog | None = None,
+        learner_factory: Callable[[], OnlineLearner] | None = None,
     ) -> None:
         self.spec = spec
+        self.changelog = changelog if learner.partition_scoped else None
+        self._learner_factory = learner_factory
         self.before_learn = before_learn
         self.learner = learner
         self.table = table
@@ -284,6 +363,10 @@ class Engine:
         changed, records, features = self._feature_records(sorted(touched), seen_ts)
         state = self._state_records_changed()
         self.dead_letters.flush()  # dead letters first: at-least-once, never lost
+        if self.changelog is not None:
+            # before the local commit: the changelog is never behind the table, and the
+            # consumer group's committed offset never passes either (faust acks after)
+            self.changelog.write(self._by_partition(state, new_offsets), new_offsets)
         self.table.commit(features, state, new_offsets)
         self._offsets.update(new_offsets)
         self._has_state = True
@@ -291,6 +374,140 @@ class Engine:
         self._after_commit(changed, records, features)
         res.changed = changed
         res.records = records
+        return res
+
+    # -- partitions (scale-out) ------------------------------------------------------
+    def state_partition(self, key: bytes) -> int | None:
+        """Return the source partition of an engine state key, or ``None`` if global.
+
+        Learner keys (``L/``) ask the learner, dedup keys (``D/``) the de-duplicator; the
+        counters are global (per worker).
+
+        Raises
+        ------
+        StateError
+            If the learner is not partition-scoped or does not know the key.
+        """
+        if key.startswith(_LEARNER):
+            if not self.learner.partition_scoped:
+                msg = (f"{self.spec.name}: algorithm {self.spec.algorithm!r} keeps one shared "
+                       "model, its state has no partitions")
+                raise StateError(msg)
+            return self.learner.state_key_partition(key[len(_LEARNER):])
+        if key.startswith(_DEDUP):
+            return self.dedup.state_key_partition(key[len(_DEDUP):])
+        return None
+
+    def _by_partition(self, state: dict[bytes, bytes | None],
+                      offsets: dict[tuple[str, int], int]) -> dict[int, dict[bytes, bytes | None]]:
+        out: dict[int, dict[bytes, bytes | None]] = {p: {} for (_t, p) in offsets}
+        for key, value in state.items():
+            p = self.state_partition(key)
+            if p is not None:
+                out.setdefault(p, {})[key] = value
+        return out
+
+    def partition_states(self, partitions: Iterable[int]) -> dict[int, PartitionState]:
+        """Return the local state of ``partitions`` (records and offsets) from the table.
+
+        Raises
+        ------
+        StateError
+            If the learner is not partition-scoped.
+        """
+        want = set(partitions)
+        out = {p: PartitionState(p) for p in want}
+        for (topic, p), off in self._offsets.items():
+            if p in want:
+                out[p].offsets[topic] = off
+        for key, value in self.table.iter_state():
+            p = self.state_partition(key)
+            if p in want:
+                out[p].records[key] = value
+        return out
+
+    def restore_partitions(self, incoming: dict[int, PartitionState]) -> RestoreResult:
+        """Take over partitions whose incoming state is further ahead than the local one.
+
+        For every such partition, its local state records are replaced by the incoming
+        ones and its offsets set to the incoming offsets; a fresh learner and
+        de-duplicator are loaded from the resulting state and every vector is recomputed
+        (an item's vector merges its rows of all partitions, so one moved partition can
+        change any vector). State, vectors and offsets go to the table in **one** commit;
+        then the index is updated and the changed vectors published. Partitions whose
+        local state is as far or further ahead are kept.
+
+        Parameters
+        ----------
+        incoming
+            Partition -> its state as read from the changelog.
+
+        Returns
+        -------
+        RestoreResult
+
+        Raises
+        ------
+        StateError
+            If the learner is not partition-scoped, or the incoming records do not load
+            (another type's or params' state).
+        """
+        res = RestoreResult()
+        mine: dict[int, dict[str, int]] = {}
+        for (topic, p), off in self._offsets.items():
+            mine.setdefault(p, {})[topic] = off
+        take = set()
+        for p, st in sorted(incoming.items()):
+            (take.add(p) if st.ahead_of(mine.get(p, {})) else res.kept.append(p))
+        if not take:
+            return res
+        res.restored = sorted(take)
+        updates: dict[bytes, bytes | None] = {}
+        combined: dict[bytes, bytes] = {}
+        for key, value in self.table.iter_state():
+            if self.state_partition(key) in take:
+                updates[key] = None
+            else:
+                combined[key] = value
+        for p in res.restored:
+            for key, value in incoming[p].records.items():
+                if self.state_partition(key) != p:
+                    msg = f"changelog partition {p} holds a state key of another partition"
+                    raise StateError(msg)
+                updates[key] = value
+                combined[key] = value
+        learner = (self._learner_factory() if self._learner_factory is not None
+                   else _build_learner(self.spec))
+        # global records (the params record) are derived from the params: a worker that
+        # never had state gets them from a fresh learner
+        for k, v in learner.state_changes().items():
+            if v is not None and learner.state_key_partition(k) is None \
+                    and _LEARNER + k not in combined:
+                combined[_LEARNER + k] = updates[_LEARNER + k] = v
+        learner.load_state_records([(k[len(_LEARNER):], v) for k, v in combined.items()
+                                    if k.startswith(_LEARNER)])
+        learner.changed()
+        learner.state_changes()  # loading is not a change
+        dedup = Deduplicator(window_s=self.dedup.window_s)
+        dedup.load_state_records([(k[len(_DEDUP):], v) for k, v in combined.items()
+                                  if k.startswith(_DEDUP)])
+        ids = set(learner.entity_ids())
+        ids.update(e for e, _ in self.table.iter_features())
+        old_learner, self.learner = self.learner, learner
+        try:
+            changed, records, features = self._feature_records(sorted(ids))
+        except Exception:
+            self.learner = old_learner
+            raise
+        offsets = {(t, p): o for p in res.restored for t, o in incoming[p].offsets.items()}
+        self.table.commit(features, updates, offsets)
+        self.dedup = dedup
+        self._offsets.update(offsets)
+        self._has_state = True
+        res.rewritten = len(features)
+        self._after_commit(changed, self._as_stored(records), features)
+        log.info('restored partitions type="%s" restored=%s kept=%s vectors=%d',
+                 self.spec.name, res.restored, res.kept, len(features))
         return res
 
     def _feature_records(
@@ -449,6 +666,12 @@ class Engine:
         }
 
 
+def _build_learner(spec: TopologySpec) -> OnlineLearner:
+    from streamer.learn.registry import build_learner
+
+    return build_learner(spec.algorithm, spec.params)
+
+
 def open_engine(
     spec: TopologySpec,
     *,
@@ -462,6 +685,7 @@ def open_engine(
     publish: Callable[[list[str], list[FeatureRecord]], None] | None = None,
     path_prefix: str = "",
     before_learn: Callable[[OnlineLearner, EventBatch], None] | None = None,
+    changelog: Changelog | None = None,
 ) -> Engine:
     """Open (or create) the RocksDB state of ``spec`` under ``state_dir`` and build an Engine.
 
@@ -489,7 +713,7 @@ def open_engine(
         index = KindedIndex(learner.dim, factory=lambda dim: HnswIndex(dim, **params))  # type: ignore[arg-type]
     return Engine(spec, learner=learner, table=table, dead_letters=dead_letters, clock=clock,
                   index=index, max_future_s=max_future_s, dedup_window_s=dedup_window_s,
-                  publish=publish, before_learn=before_learn)
+                  publish=publish, before_learn=before_learn, changelog=changelog)
 
 
 def warm_start_from(

@@ -45,6 +45,10 @@ class WorkerSettings(BaseModel):
     index: bool = Field(False, description="also keep a live HNSW index in the worker "
                         "(reader replicas `streamer serve` keep theirs; on 2 cores the "
                         "worker's own index halves freshness, see benchmarks/e2e.py)")
+    changelog: bool = Field(True, description="mirror each partition's learner state to the "
+                            "compacted <group>-changelog topic (Kafka transactions), so a "
+                            "partition's state moves with it when workers scale out or die; "
+                            "partition-scoped algorithms only (cooc), ignored for sgns")
 
 
 DEFAULT_DRIFT: dict[str, object] = {"rules": [

@@ -171,6 +171,24 @@ class Deduplicator:
         }
 
     # ------------------------------------------------------------------ persistence
+    def state_key_partition(self, key: bytes) -> int | None:
+        """Return the partition of a state record key (``<prefix><partition>/...``).
+
+        Returns ``None`` for keys outside ``key_prefix``.
+
+        Raises
+        ------
+        StateError
+            If a key under ``key_prefix`` has no integer partition.
+        """
+        if not key.startswith(self.key_prefix):
+            return None
+        part, sep, _ = key[len(self.key_prefix):].partition(b"/")
+        if not sep or not part.isdigit():
+            msg = f"dedup: malformed state key {key[:40]!r}"
+            raise StateError(msg)
+        return int(part)
+
     def state_changes(self) -> dict[bytes, bytes | None]:
         """Return the state records changed since the last call, and reset the change set.
 

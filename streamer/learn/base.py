@@ -125,6 +125,26 @@ class OnlineLearner(abc.ABC):
     #: Algorithm name as registered (entry-point group ``streamer.algorithms``).
     name: str = "base"
 
+    #: True when every state record belongs to exactly one source partition (or is
+    #: global and derived from the params), so a partition's state can move to another
+    #: worker with the partition (scale-out, :mod:`streamer.runtime.changelog`). A model
+    #: whose parameters are shared by all partitions (SGNS) is not partition-scoped.
+    partition_scoped: bool = False
+
+    def state_key_partition(self, key: bytes) -> int | None:
+        """Return the source partition a state record key belongs to, or ``None``.
+
+        ``None`` means a global record (e.g. the params record), rebuilt by any worker.
+        Only meaningful when :attr:`partition_scoped` is true; the base class says
+        ``None`` for every key.
+
+        Raises
+        ------
+        StateError
+            If a partition-scoped learner does not recognise the key.
+        """
+        return None
+
     @property
     @abc.abstractmethod
     def dim(self) -> int:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from streamer.errors import BadRequest, ConfigError
+from streamer.errors import BadRequest, ConfigError, StateError
 from streamer.learn import _cooc_kernel as K
 from streamer.learn import _cooc_state as S
 from streamer.learn.base import EventBatch, OnlineLearner
@@ -162,6 +162,24 @@ class DecayedCooccurrence(S.StateMixin, OnlineLearner):
     """
 
     name = "cooc"
+    partition_scoped = True
+
+    def state_key_partition(self, key: bytes) -> int | None:
+        """Return the partition of a state key (``b"r"``/``b"a"``/``b"n"`` + >i4 partition).
+
+        ``b"m"`` (params) is global: ``None``.
+
+        Raises
+        ------
+        StateError
+            For a key of another layout.
+        """
+        if key == S.META_KEY:
+            return None
+        if len(key) >= 5 and key[:1] in (b"r", b"a", b"n"):
+            return int.from_bytes(key[1:5], "big", signed=True)
+        msg = f"cooc: unknown state key {key[:16]!r}"
+        raise StateError(msg)
     #: State is kept per source partition (checked for interleaving invariance).
     per_partition_state = True
 

@@ -13,6 +13,12 @@ the topic prefix), faust data dir, RocksDB path, output topic and web port, so n
 shared but the input topic and the dead-letter topic (a malformed message is
 dead-lettered once by each type that reads it). ``--init-from`` warm-starts a fresh type
 from another type's table before the worker consumes (:func:`init_from`).
+
+Scale-out: several workers of one type (one state dir each, same consumer group) split
+the partitions through the group's rebalance. For a partition-scoped algorithm each
+batch's state also goes to the transactional ``<group>-changelog`` topic, and on every
+assignment the worker takes over the partitions whose changelog is ahead of its table
+(:mod:`streamer.runtime.changelog`), before faust resumes them.
 """
 
 from __future__ import annotations
@@ -96,6 +102,8 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
     started = time.monotonic()
 
     bench = settings.bench_for(dict(spec.benchmarks))
+    source_topic = settings.topic(spec.source)
+    use_changelog = changelog_enabled(settings, spec)
 
     def engine() -> Engine:
         if "engine" not in holder:
@@ -107,6 +115,17 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
             if bench.enabled:
                 sched = holder["scheduler"] = make_scheduler(settings, spec, bench,
                                                              producer=producer)
+            if use_changelog:
+                from streamer.runtime.changelog import (
+                    KafkaChangelog,
+                    changelog_topic,
+                    transactional_id,
+                )
+
+                topic = changelog_topic(group)
+                holder["changelog"] = KafkaChangelog(
+                    settings.kafka_bootstrap, topic,
+                    transactional_id(topic, settings.state_dir))
             holder["engine"] = open_engine(
                 spec,
                 state_dir=settings.state_dir,
@@ -120,11 +139,12 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
                 publish=publish,
                 path_prefix=settings.topic_prefix,
                 before_learn=None if sched is None else sched.before_learn,
+                changelog=holder.get("changelog"),
             )
         return holder["engine"]
 
     stats: dict[str, Any] = {"batches": 0, "messages": 0, "first_batch_wall_s": None,
-                             "last_batch_wall_s": None}
+                             "last_batch_wall_s": None, "rebalances": []}
     noop_offsets: dict[str, int] = {}
     decoder = (Decoder(actions=spec.action_weights, max_future_s=settings.max_future_s,
                        clock=SystemClock()) if noop else None)
@@ -159,21 +179,30 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
                 # Nothing of the batch was committed (one atomic write), but retrying the
                 # same messages fails again: faust would restart the agent forever while
                 # /health said ok. Exit non-zero instead, so the supervisor sees it.
-                stats["failed"] = f"{type(exc).__name__}: {exc}"
-                log.critical("worker %s: batch failed, exiting with status 1: %s: %s",
-                             spec.name, type(exc).__name__, exc, exc_info=True)
-                for h in logging.getLogger().handlers:
-                    h.flush()
-                sys.stderr.write(f"streamer worker {spec.name}: batch failed: "
-                                 f"{type(exc).__name__}: {exc}\n")
-                sys.stderr.flush()
-                os._exit(1)
+                _die(spec, stats, "batch failed", exc)
             sched = holder.get("scheduler")
             if sched is not None:
                 sched.after_commit(eng.table, res.accepted, eng.counters.get("accepted", 0))
             stats["last_batch_wall_s"] = time.time()
             log.debug("batch seen=%d accepted=%d rejected=%d skipped=%d changed=%d",
                       res.seen, res.accepted, res.rejected, res.skipped, len(res.changed))
+
+    if use_changelog and not noop:
+        @app.on_partitions_assigned.connect
+        async def take_over_partitions(app: faust.App, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
+            # faust pauses the assigned partitions until this returns and seeks them to
+            # the group's committed offsets afterwards, which never pass the changelog
+            from streamer.runtime.changelog import sync_partitions
+
+            parts = sorted(tp.partition for tp in assigned if tp.topic == source_topic)
+            if not parts:
+                return
+            try:
+                stats["rebalances"].append(
+                    {"partitions": parts, **sync_partitions(engine(), holder["changelog"],
+                                                            parts)})
+            except Exception as exc:  # noqa: BLE001 - consuming without the state is wrong
+                _die(spec, stats, "partition take-over failed", exc)
 
     if bench.enabled:
         @app.timer(interval=1.0)
@@ -201,10 +230,16 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
                                 "last_error": prod.last_error}
             if "scheduler" in holder:
                 body["bench"] = holder["scheduler"].status()
+            if "changelog" in holder:
+                cl = holder["changelog"]
+                body["changelog"] = {"topic": cl.topic, "transactions": cl.transactions,
+                                     "records": cl.records}
         return web.json({**body, "throughput": dict(stats)})
 
     @app.on_before_shutdown.connect
     async def _close(app: faust.App, **kwargs: Any) -> None:  # noqa: ARG001
+        if "changelog" in holder:
+            holder["changelog"].close()
         if "scheduler" in holder:
             holder["scheduler"].close()
         if "producer" in holder:
@@ -213,6 +248,29 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
             holder["engine"].close()
 
     return app
+
+
+def _die(spec: TopologySpec, stats: dict[str, Any], what: str, exc: BaseException) -> None:
+    """Log ``what`` failed and exit the process with status 1 (no faust restart loop)."""
+    stats["failed"] = f"{type(exc).__name__}: {exc}"
+    log.critical("worker %s: %s, exiting with status 1: %s: %s",
+                 spec.name, what, type(exc).__name__, exc, exc_info=True)
+    for h in logging.getLogger().handlers:
+        h.flush()
+    sys.stderr.write(f"streamer worker {spec.name}: {what}: {type(exc).__name__}: {exc}\n")
+    sys.stderr.flush()
+    os._exit(1)
+
+
+def changelog_enabled(settings: Settings, spec: TopologySpec) -> bool:
+    """Return True if the worker of ``spec`` mirrors its state to a changelog topic.
+
+    That is ``STREAMER_WORKER__CHANGELOG`` (default on) and a partition-scoped algorithm
+    (:attr:`streamer.learn.base.OnlineLearner.partition_scoped`; SGNS is one shared model).
+    """
+    from streamer.learn.registry import get_algorithm
+
+    return bool(settings.worker.changelog) and get_algorithm(spec.algorithm).partition_scoped
 
 
 def check_bench(settings: Settings, spec: TopologySpec) -> BenchSettings:
@@ -402,7 +460,10 @@ def publish_init(settings: Settings, spec: TopologySpec, init: InitFrom) -> None
 
 
 def ensure_worker_topics(settings: Settings, spec: TopologySpec) -> None:
-    """Create the source, dead-letter, compacted output and ``benchmarks`` topics if missing.
+    """Create the worker's topics if missing.
+
+    Those are the source, dead-letter, compacted output and ``benchmarks`` topics, and
+    for partition-scoped algorithms the compacted ``<group>-changelog``.
 
     Raises
     ------
@@ -420,6 +481,14 @@ def ensure_worker_topics(settings: Settings, spec: TopologySpec) -> None:
             partitions=parts, configs={"cleanup.policy": "compact", "retention.ms": "-1"}),
         settings.topic(BENCHMARKS_TOPIC): TopicSpec(partitions=1, configs=keep),
     })
+    if changelog_enabled(settings, spec):
+        from streamer.runtime.changelog import changelog_topic
+
+        # one changelog partition per source partition; compacted: latest value per key
+        ensure_topics(settings.kafka_bootstrap, {
+            changelog_topic(worker_group(settings, spec)): TopicSpec(
+                partitions=parts, configs={"cleanup.policy": "compact", "retention.ms": "-1"}),
+        })
 
 
 def _use_uvloop() -> None:

@@ -1,0 +1,291 @@
+"""The per-partition state changelog of a worker: a compacted Kafka topic, transactional.
+
+Scale-out (issue 6, DESIGN §6): workers of one type share the consumer group and split
+the ``engagements`` partitions. A partition-scoped learner (co-occurrence: every state
+record belongs to one source partition) mirrors each batch's changed state records and
+last offsets to ``<group>-changelog``, changelog partition ``p`` holding the state of
+source partition ``p``, as Kafka Streams and faust tables do. When a partition moves to
+another worker (a rebalance after a crash, or a new worker), that worker reads the
+partition's changelog and takes it over (:meth:`streamer.engine.Engine.restore_partitions`).
+
+Consistency, without a home-made protocol:
+
+* Each batch goes to the changelog in **one Kafka transaction** (KIP-98; librdkafka's
+  transactional producer), records plus one offset marker per partition
+  (key ``O/<source topic>``, value the last applied offset in ASCII). Readers use
+  ``isolation.level=read_committed``, so a transaction cut short by a crash is never
+  seen, and compaction keeps the latest value per key.
+* The transaction commits *before* the worker's local RocksDB commit and before faust
+  acks the batch, so the consumer group's committed offset never passes the changelog:
+  a worker that restores a partition at marker ``m`` is re-delivered everything after
+  ``m`` and skips what it has.
+* ``transactional.id`` is ``<topic>.<hash of the state dir>``: a worker restarted on the
+  same state dir fences its previous incarnation and aborts its open transaction at
+  once; a dead worker's open transaction on another machine is aborted by the broker
+  after ``transaction.timeout.ms`` (10 s here).
+* A worker whose local state is *ahead* of the changelog (a table filled by
+  ``streamer backfill``, or a changelog turned on later) writes its whole partition
+  state to the changelog first, with tombstones for keys the changelog holds and the
+  table does not (:meth:`KafkaChangelog.publish_state`).
+
+Sources: Kafka Streams, "Fault tolerance" and "Processing guarantees" docs
+(changelog topics, exactly-once with transactions); confluent-kafka-python
+``Producer.init_transactions/begin_transaction/commit_transaction`` docs and
+librdkafka's ``isolation.level`` and ``transaction.timeout.ms`` configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from streamer.engine import PartitionState
+from streamer.errors import StateError
+
+log = logging.getLogger(__name__)
+
+OFFSET_KEY_PREFIX = b"O/"
+"""Key prefix of a changelog partition's offset marker: ``O/<source topic>``."""
+
+
+def changelog_topic(group: str) -> str:
+    """Return the changelog topic of a worker's consumer group: ``<group>-changelog``.
+
+    The group already carries the topic prefix, type and version (Kafka Streams names
+    its changelogs ``<application.id>-<store>-changelog`` the same way).
+    """
+    return f"{group}-changelog"
+
+
+def transactional_id(topic: str, state_dir: Path) -> str:
+    """Return a stable transactional id per (changelog, state dir) (see module docstring)."""
+    digest = hashlib.blake2b(str(state_dir.absolute()).encode(), digest_size=6).hexdigest()
+    return f"{topic}.{digest}"
+
+
+class KafkaChangelog:
+    """Write and read a worker's state changelog topic (see the module docstring).
+
+    Parameters
+    ----------
+    bootstrap
+        Kafka bootstrap servers.
+    topic
+        The changelog topic (compacted, as many partitions as the source topic).
+    txn_id
+        The producer's ``transactional.id`` (:func:`transactional_id`).
+    txn_timeout_ms
+        ``transaction.timeout.ms``: how long the broker keeps a dead producer's open
+        transaction before aborting it (a restore waits at most about this long).
+    retry_for_s
+        How long a write keeps retrying retriable errors (broker restarts) before it
+        raises; the worker then exits and its supervisor restarts it.
+
+    Raises
+    ------
+    StateError
+        If the transactional producer cannot be initialised within ``retry_for_s``.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, txn_id: str, *,
+                 txn_timeout_ms: int = 10_000, retry_for_s: float = 300.0) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.retry_for_s = retry_for_s
+        self._p = Producer({
+            "bootstrap.servers": bootstrap,
+            "transactional.id": txn_id,
+            "transaction.timeout.ms": txn_timeout_ms,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "queue.buffering.max.messages": 1_000_000,
+            "message.timeout.ms": txn_timeout_ms,
+        })
+        self._retry("init", lambda: self._p.init_transactions(30))
+        self.transactions = 0
+        self.records = 0
+
+    def _retry(self, what: str, fn: Any) -> None:
+        deadline = time.monotonic() + self.retry_for_s
+        while True:
+            try:
+                fn()
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not err.retriable() or time.monotonic() > deadline:
+                    msg = f"changelog {self.topic}: {what} failed: {err}"
+                    raise StateError(msg) from exc
+                log.warning("changelog %s: %s: %s; retrying", self.topic, what, err)
+                time.sleep(0.5)
+
+    def write(self, records: dict[int, dict[bytes, bytes | None]],
+              offsets: dict[tuple[str, int], int]) -> None:
+        """Write one batch in one transaction (see :class:`streamer.engine.Changelog`).
+
+        Retries the whole transaction when the broker aborts it or the commit fails
+        retriably (e.g. the broker restarts), for up to ``retry_for_s``.
+
+        Raises
+        ------
+        StateError
+            On a fatal producer error (fenced by a newer incarnation of this worker) or
+            when retrying ran out.
+        """
+        deadline = time.monotonic() + self.retry_for_s
+        while True:
+            try:
+                self._p.begin_transaction()
+                n = self._produce(records, offsets)
+                self._p.commit_transaction(60)
+                self.transactions += 1
+                self.records += n
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.fatal() or time.monotonic() > deadline:
+                    msg = f"changelog {self.topic}: transaction failed: {err}"
+                    raise StateError(msg) from exc
+                log.warning("changelog %s: transaction failed (%s); retrying", self.topic, err)
+                if err.txn_requires_abort():
+                    self._retry("abort", lambda: self._p.abort_transaction(60))
+                elif not err.retriable():
+                    msg = f"changelog {self.topic}: transaction failed: {err}"
+                    raise StateError(msg) from exc
+                time.sleep(0.5)
+
+    def _produce(self, records: dict[int, dict[bytes, bytes | None]],
+                 offsets: dict[tuple[str, int], int]) -> int:
+        produce, poll, topic = self._p.produce, self._p.poll, self.topic
+        n = 0
+        for p, recs in records.items():
+            for key, value in recs.items():
+                while True:
+                    try:
+                        produce(topic, value, key, partition=p)
+                        break
+                    except BufferError:
+                        poll(0.05)
+                n += 1
+        for (source, p), off in offsets.items():
+            produce(topic, str(off).encode(), OFFSET_KEY_PREFIX + source.encode(), partition=p)
+            n += 1
+        poll(0)
+        return n
+
+    def publish_state(self, state: PartitionState, current: PartitionState) -> None:
+        """Replace partition ``state.partition`` of the changelog by ``state``, in one transaction.
+
+        Keys that ``current`` (the changelog's present content) holds and ``state`` does
+        not get tombstones.
+        """
+        recs: dict[bytes, bytes | None] = {k: None for k in current.records
+                                           if k not in state.records}
+        recs.update(state.records)
+        offsets = {(t, state.partition): o for t, o in state.offsets.items()}
+        self.write({state.partition: recs}, offsets)
+
+    def read(self, partitions: list[int], *, timeout_s: float = 120.0) -> dict[int, PartitionState]:
+        """Read the committed content of changelog ``partitions`` (latest value per key).
+
+        Reads from the beginning to the last stable offset (``read_committed``); an empty
+        partition gives an empty :class:`PartitionState`.
+
+        Raises
+        ------
+        StateError
+            If the partitions cannot be read to their end within ``timeout_s`` (e.g. the
+            broker is down), or a marker value is not an integer.
+        """
+        out = {p: PartitionState(p) for p in partitions}
+        if not partitions:
+            return out
+        c = Consumer({
+            "bootstrap.servers": self.bootstrap,
+            "group.id": f"{self.topic}.restore.{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        })
+        try:
+            pending = set(partitions)
+            for p in partitions:
+                lo, hi = c.get_watermark_offsets(TopicPartition(self.topic, p), timeout=30,
+                                                 cached=False)
+                if hi <= lo:
+                    pending.discard(p)
+            c.assign([TopicPartition(self.topic, p, 0) for p in sorted(pending)])
+            deadline = time.monotonic() + timeout_s
+            while pending:
+                if time.monotonic() > deadline:
+                    msg = (f"changelog {self.topic}: partitions {sorted(pending)} not read to "
+                           f"their end within {timeout_s:g} s (is the broker up?)")
+                    raise StateError(msg)
+                for m in c.consume(10_000, 0.5):
+                    err = m.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            pending.discard(m.partition())
+                            continue
+                        if err.retriable():
+                            continue
+                        msg = f"changelog {self.topic}: read failed: {err}"
+                        raise StateError(msg)
+                    self._apply(out[m.partition()], m.key(), m.value())
+        finally:
+            c.close()
+        return out
+
+    def _apply(self, st: PartitionState, key: bytes | None, value: bytes | None) -> None:
+        if key is None:
+            return
+        if key.startswith(OFFSET_KEY_PREFIX):
+            try:
+                st.offsets[key[len(OFFSET_KEY_PREFIX):].decode()] = int(value or b"")
+            except ValueError as exc:
+                msg = f"changelog {self.topic}: offset marker {key!r} holds {value!r}"
+                raise StateError(msg) from exc
+        elif value is None:
+            st.records.pop(key, None)
+        else:
+            st.records[key] = value
+
+    def close(self) -> None:
+        """Flush pending deliveries (nothing is pending between transactions)."""
+        self._p.flush(10)
+
+
+def sync_partitions(engine: Any, changelog: KafkaChangelog, partitions: list[int]) -> dict:
+    """Bring ``engine`` and the changelog to the same state for ``partitions`` (on assignment).
+
+    A partition whose changelog is ahead of the local table is restored from it; a
+    partition whose local table is ahead is written to the changelog. Returns a summary
+    ``{"restored": [...], "published": [...], "kept": [...], "seconds": float}``.
+
+    Raises
+    ------
+    StateError
+        If the changelog cannot be read or written, or its records do not load.
+    """
+    t0 = time.monotonic()
+    remote = changelog.read(partitions)
+    local = engine.partition_states(partitions)
+    res = engine.restore_partitions(remote)
+    published = []
+    for p in res.kept:
+        if local[p].ahead_of(remote[p].offsets):
+            changelog.publish_state(local[p], remote[p])
+            published.append(p)
+    out = {"restored": res.restored, "published": published,
+           "kept": [p for p in res.kept if p not in published],
+           "seconds": round(time.monotonic() - t0, 3)}
+    log.info("changelog sync partitions=%s %s", partitions, out)
+    return out
