@@ -172,7 +172,12 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
                            partition=e.message.partition, offset=e.message.offset,
                            key=e.message.key)
                 for e in events
+                # a message of a partition revoked since it was buffered belongs to its
+                # new owner now (never acked here, so it is delivered there)
+                if owned is None or e.message.partition in owned
             ]
+            if not msgs:
+                continue
             try:
                 res = eng.process(msgs)
             except Exception as exc:  # noqa: BLE001 - any failure here is fatal, see below
@@ -187,6 +192,17 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
             log.debug("batch seen=%d accepted=%d rejected=%d skipped=%d changed=%d",
                       res.seen, res.accepted, res.rejected, res.skipped, len(res.changed))
 
+    # partitions this worker owns, tracked only with a changelog (state moves between
+    # workers): None means "all". Eager rebalancing revokes on every member before any
+    # partition is reassigned, and these handlers run on the agent's event loop.
+    owned: set[int] | None = set() if use_changelog and not noop else None
+
+    if owned is not None:
+        @app.on_partitions_revoked.connect
+        async def give_up_partitions(app: faust.App, revoked: Any, **kwargs: Any) -> None:  # noqa: ARG001
+            owned.difference_update(tp.partition for tp in revoked
+                                    if tp.topic == source_topic)
+
     if use_changelog and not noop:
         @app.on_partitions_assigned.connect
         async def take_over_partitions(app: faust.App, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
@@ -195,6 +211,8 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
             from streamer.runtime.changelog import sync_partitions
 
             parts = sorted(tp.partition for tp in assigned if tp.topic == source_topic)
+            assert owned is not None
+            owned.clear()
             if not parts:
                 return
             try:
@@ -203,6 +221,7 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
                                                             parts)})
             except Exception as exc:  # noqa: BLE001 - consuming without the state is wrong
                 _die(spec, stats, "partition take-over failed", exc)
+            owned.update(parts)
 
     if bench.enabled:
         @app.timer(interval=1.0)
@@ -487,7 +506,10 @@ def ensure_worker_topics(settings: Settings, spec: TopologySpec) -> None:
         # one changelog partition per source partition; compacted: latest value per key
         ensure_topics(settings.kafka_bootstrap, {
             changelog_topic(worker_group(settings, spec)): TopicSpec(
-                partitions=parts, configs={"cleanup.policy": "compact", "retention.ms": "-1"}),
+                partitions=parts, configs={"cleanup.policy": "compact", "retention.ms": "-1",
+                                           # ~13x the input's bytes before compaction
+                                           # (Wikipedia): roll segments so it can run
+                                           "segment.bytes": str(64 << 20)}),
         })
 
 
