@@ -9,10 +9,12 @@ micro-batch of raw messages (any source) and, in order:
 2. decodes each message (never raises) and sends rejects - including ``duplicate``
    event ids - to the dead-letter sink with reason and source position;
 3. applies the valid events to the learner;
-4. commits the changed vectors, *all* learner/dedup state changed since the last
+4. hands the changed vectors to ``publish`` (e.g. the compacted
+   ``embeddings.<type>.v<n>`` topic) and waits for its ``flush()`` and the dead letters'
+   (so neither ever misses a committed batch; a re-applied batch re-sends the same);
+5. commits the changed vectors, *all* learner/dedup state changed since the last
    commit, the counters and the last offset per partition in **one** atomic write;
-5. updates the live index (visible at once through its delta buffer) and hands the
-   changed vectors to ``publish`` (e.g. the compacted ``embeddings.<type>.v<n>`` topic).
+6. updates the live index (visible at once through its delta buffer).
 
 A crash at any point therefore restarts from a state that is exactly the state after
 some prefix of whole micro-batches, and the learner's per-partition, per-event
@@ -361,7 +363,11 @@ class Engine:
                 if e.ts > seen_ts.get(key, -np.inf):
                     seen_ts[key] = e.ts
         changed, records, features = self._feature_records(sorted(touched), seen_ts)
+        records = self._as_stored(records)
         state = self._state_records_changed()
+        # the output topic before the commit too: a crash in between re-applies the batch
+        # and re-publishes the same vectors, so the topic never misses a committed one
+        self._publish(changed, records)
         self.dead_letters.flush()  # dead letters first: at-least-once, never lost
         if self.changelog is not None:
             # before the local commit: the changelog is never behind the table, and the
@@ -370,8 +376,7 @@ class Engine:
         self.table.commit(features, state, new_offsets)
         self._offsets.update(new_offsets)
         self._has_state = True
-        records = self._as_stored(records)
-        self._after_commit(changed, records, features)
+        self._update_index(changed, records, features)
         res.changed = changed
         res.records = records
         return res
@@ -500,12 +505,14 @@ class Engine:
             self.learner = old_learner
             raise
         offsets = {(t, p): o for p in res.restored for t, o in incoming[p].offsets.items()}
+        records = self._as_stored(records)
+        self._publish(changed, records)
         self.table.commit(features, updates, offsets)
         self.dedup = dedup
         self._offsets.update(offsets)
         self._has_state = True
         res.rewritten = len(features)
-        self._after_commit(changed, self._as_stored(records), features)
+        self._update_index(changed, records, features)
         log.info('restored partitions type="%s" restored=%s kept=%s vectors=%d',
                  self.spec.name, res.restored, res.kept, len(features))
         return res
@@ -565,17 +572,28 @@ class Engine:
         return [FeatureRecord(v, r.updated_at, r.update_count, r.model_version)
                 for v, r in zip(vecs, records, strict=True)]
 
-    def _after_commit(self, changed: list[str], records: list[FeatureRecord],
+    def _publish(self, changed: list[str], records: list[FeatureRecord]) -> None:
+        """Hand changed vectors to ``publish`` and, if it has ``flush()``, wait for it.
+
+        Called *before* the commit of the batch, so every committed vector is in the
+        output topic (at-least-once; a re-applied batch re-sends identical values).
+        """
+        if self.publish is None or not changed:
+            return
+        self.publish(changed, records)
+        flush = getattr(self.publish, "flush", None)
+        if callable(flush):
+            flush()
+
+    def _update_index(self, changed: list[str], records: list[FeatureRecord],
                       features: dict[str, FeatureRecord | None]) -> None:
-        """Update the live index and publish, once a commit has returned."""
+        """Update the live index once a commit has returned."""
         gone = [e for e, r in features.items() if r is None]
         if self.index is not None:
             if gone:
                 self.index.delete(gone)
             if changed:
                 self.index.upsert(changed, np.stack([r.vector for r in records]))
-        if self.publish is not None and changed:
-            self.publish(changed, records)
 
     # -- transfer -------------------------------------------------------------------
     def warm_start(self, source: TopologySpec, ids: list[str], vectors: np.ndarray,
@@ -636,7 +654,10 @@ class Engine:
         self.table.commit(features, state, {})
         self._has_state = True
         self._init_from = report
-        self._after_commit(changed, self._as_stored(records), features)
+        records = self._as_stored(records)
+        self._update_index(changed, records, features)
+        if self.publish is not None and changed:
+            self.publish(changed, records)  # the worker sends these once its topics exist
         log.info('warm start type="%s" source="%s" version=%d offered=%d ids=%d',
                  self.spec.name, source.name, source.version, len(ids), n)
         return report

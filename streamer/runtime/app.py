@@ -252,7 +252,8 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
             if "changelog" in holder:
                 cl = holder["changelog"]
                 body["changelog"] = {"topic": cl.topic, "transactions": cl.transactions,
-                                     "records": cl.records}
+                                     "records": cl.records, "retries": cl.retries,
+                                     "producer_renewals": cl.renewals}
         return web.json({**body, "throughput": dict(stats)})
 
     @app.on_before_shutdown.connect

@@ -19,10 +19,17 @@ Consistency, without a home-made protocol:
   acks the batch, so the consumer group's committed offset never passes the changelog:
   a worker that restores a partition at marker ``m`` is re-delivered everything after
   ``m`` and skips what it has.
-* ``transactional.id`` is ``<topic>.<hash of the state dir>``: a worker restarted on the
-  same state dir fences its previous incarnation and aborts its open transaction at
-  once; a dead worker's open transaction on another machine is aborted by the broker
-  after ``transaction.timeout.ms`` (10 s here).
+* ``transactional.id`` is ``<topic>.<hash of host name and state dir>``: a worker
+  restarted on the same state dir fences its previous incarnation and aborts its open
+  transaction at once; a dead worker's open transaction on another machine is aborted by
+  the broker after ``transaction.timeout.ms`` (10 s here). Only one live process can
+  hold a state dir (RocksDB's lock), so one id is never used by two live workers.
+* A broker outage is waited out, never given up on: a failed transaction is aborted and
+  retried; when the producer is left unusable (e.g. the broker timed the open
+  transaction out meanwhile: a fatal ``INVALID_TXN_STATE`` on abort) it is re-created
+  with the same id and re-initialised, which is safe because nothing of the batch was
+  committed locally. Only being fenced by a newer incarnation, or a non-retriable error,
+  raises.
 * A worker whose local state is *ahead* of the changelog (a table filled by
   ``streamer backfill``, or a changelog turned on later) writes its whole partition
   state to the changelog first, with tombstones for keys the changelog holds and the
@@ -38,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -64,8 +72,9 @@ def changelog_topic(group: str) -> str:
 
 
 def transactional_id(topic: str, state_dir: Path) -> str:
-    """Return a stable transactional id per (changelog, state dir) (see module docstring)."""
-    digest = hashlib.blake2b(str(state_dir.absolute()).encode(), digest_size=6).hexdigest()
+    """Return a stable transactional id per (changelog, host, state dir) (module docstring)."""
+    where = f"{socket.gethostname()}:{state_dir.absolute()}"
+    digest = hashlib.blake2b(where.encode(), digest_size=6).hexdigest()
     return f"{topic}.{digest}"
 
 
@@ -84,8 +93,9 @@ class KafkaChangelog:
         ``transaction.timeout.ms``: how long the broker keeps a dead producer's open
         transaction before aborting it (a restore waits at most about this long).
     retry_for_s
-        How long a write keeps retrying retriable errors (broker restarts) before it
-        raises; the worker then exits and its supervisor restarts it.
+        How long a write keeps retrying a broker outage before it raises (wall s;
+        ``None``, the default, waits as long as it takes: giving up would only make a
+        restarted worker wait for the same broker).
 
     Raises
     ------
@@ -94,11 +104,11 @@ class KafkaChangelog:
     """
 
     def __init__(self, bootstrap: str, topic: str, txn_id: str, *,
-                 txn_timeout_ms: int = 10_000, retry_for_s: float = 300.0) -> None:
+                 txn_timeout_ms: int = 10_000, retry_for_s: float | None = None) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.retry_for_s = retry_for_s
-        self._p = Producer({
+        self._conf = {
             "bootstrap.servers": bootstrap,
             "transactional.id": txn_id,
             "transaction.timeout.ms": txn_timeout_ms,
@@ -107,13 +117,21 @@ class KafkaChangelog:
             "linger.ms": 5,
             "queue.buffering.max.messages": 1_000_000,
             "message.timeout.ms": txn_timeout_ms,
-        })
+            "reconnect.backoff.ms": 100,
+            "reconnect.backoff.max.ms": 2_000,
+        }
+        self._p = Producer(self._conf)
         self._retry("init", lambda: self._p.init_transactions(30))
         self.transactions = 0
         self.records = 0
+        self.retries = 0
+        self.renewals = 0
+
+    def _deadline(self) -> float:
+        return float("inf") if self.retry_for_s is None else time.monotonic() + self.retry_for_s
 
     def _retry(self, what: str, fn: Any) -> None:
-        deadline = time.monotonic() + self.retry_for_s
+        deadline = self._deadline()
         while True:
             try:
                 fn()
@@ -126,20 +144,34 @@ class KafkaChangelog:
                 log.warning("changelog %s: %s: %s; retrying", self.topic, what, err)
                 time.sleep(0.5)
 
+    def _renew(self, why: object) -> None:
+        """Replace an unusable producer by a new one with the same transactional id."""
+        log.warning("changelog %s: producer unusable (%s); re-creating it and "
+                    "re-initialising transactions (the batch is not committed yet)",
+                    self.topic, why)
+        try:
+            self._p.purge()
+        except (KafkaException, RuntimeError):
+            pass
+        self._p = Producer(self._conf)
+        self._retry("init", lambda: self._p.init_transactions(30))
+        self.renewals += 1
+
     def write(self, records: dict[int, dict[bytes, bytes | None]],
               offsets: dict[tuple[str, int], int]) -> None:
         """Write one batch in one transaction (see :class:`streamer.engine.Changelog`).
 
-        Retries the whole transaction when the broker aborts it or the commit fails
-        retriably (e.g. the broker restarts), for up to ``retry_for_s``.
+        A failed transaction (the broker restarts, times it out, aborts it) is aborted
+        and retried, with a new producer if the old one is left unusable, until it
+        commits or ``retry_for_s`` runs out; each retry logs a warning.
 
         Raises
         ------
         StateError
-            On a fatal producer error (fenced by a newer incarnation of this worker) or
-            when retrying ran out.
+            When fenced by a newer incarnation of this worker (same transactional id),
+            on a non-retriable error, or when ``retry_for_s`` ran out.
         """
-        deadline = time.monotonic() + self.retry_for_s
+        deadline = self._deadline()
         while True:
             try:
                 self._p.begin_transaction()
@@ -150,12 +182,19 @@ class KafkaChangelog:
                 return
             except KafkaException as exc:
                 err = exc.args[0]
-                if err.fatal() or time.monotonic() > deadline:
+                fenced = err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED)
+                if fenced or time.monotonic() > deadline:
                     msg = f"changelog {self.topic}: transaction failed: {err}"
                     raise StateError(msg) from exc
+                self.retries += 1
                 log.warning("changelog %s: transaction failed (%s); retrying", self.topic, err)
-                if err.txn_requires_abort():
-                    self._retry("abort", lambda: self._p.abort_transaction(60))
+                if err.fatal():
+                    self._renew(err)
+                elif err.txn_requires_abort():
+                    try:
+                        self._retry("abort", lambda: self._p.abort_transaction(60))
+                    except StateError as abort_exc:
+                        self._renew(abort_exc)
                 elif not err.retriable():
                     msg = f"changelog {self.topic}: transaction failed: {err}"
                     raise StateError(msg) from exc
