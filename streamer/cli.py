@@ -346,10 +346,12 @@ def get(
 
 
 def _register() -> None:
+    from streamer.cli_backfill import backfill_cmd
     from streamer.cli_bench import bench_app, snapshot_cmd
     from streamer.cli_types import types_app
     from streamer.export import export_cmd
 
+    app.command("backfill")(backfill_cmd)
     app.command("snapshot")(snapshot_cmd)
     app.command("export")(export_cmd)
     app.add_typer(bench_app, name="bench")
