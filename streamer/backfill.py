@@ -157,17 +157,27 @@ def ensure_topics(settings: Settings, spec: TopologySpec) -> None:
     The same layout as the worker's ``streamer.runtime.app.ensure_worker_topics``
     (kept here so a backfill does not import the faust runtime).
 
+    The source topic itself must exist: a backfill of a topic nobody produced to (a
+    wrong ``STREAMER_TOPIC_PREFIX``) is refused rather than creating empty topics.
+
     Raises
     ------
     ConfigError
-        If an existing topic has another partition count than configured.
+        If the source topic does not exist, or an existing topic has another partition
+        count than configured.
     KafkaIOError
         If the broker cannot be reached.
     """
     from streamer.bench.results import BENCHMARKS_TOPIC
-    from streamer.kafka_io import TopicSpec
+    from streamer.kafka_io import TopicSpec, topic_partition_counts
     from streamer.kafka_io import ensure_topics as _ensure
 
+    source = settings.topic(spec.source)
+    if source not in topic_partition_counts(settings.kafka_bootstrap, [source]):
+        msg = (f"topic {source!r} does not exist at {settings.kafka_bootstrap}: nothing to "
+               "backfill from; produce to it first (streamer produce) or check "
+               "STREAMER_TOPIC_PREFIX")
+        raise ConfigError(msg)
     parts = settings.engagements_partitions
     keep = {"retention.ms": "-1"}
     _ensure(settings.kafka_bootstrap, {
@@ -353,22 +363,33 @@ def consumer_config(bootstrap: str, group: str, **overrides: Any) -> dict[str, A
 
 
 @contextlib.contextmanager
-def _fewer_gc_passes(threshold: int = 100_000) -> Iterator[None]:
-    """Freeze the objects alive now and run the young-generation GC less often.
+def _gc_between_batches() -> Iterator[None]:
+    """Run the cyclic garbage collector between batches only, not inside them.
 
-    A catch-up allocates a few small objects per record (messages, events) that die with
-    their batch; collecting generation 0 every 700 allocations rescans them for nothing.
-    Restores the previous thresholds on exit.
+    A catch-up allocates several small objects per record (messages, decoded events,
+    columns) that die with their batch; by default the collector scans the young
+    generation every 700 allocations, rescanning them for nothing. The engine's batch
+    leaves no cyclic garbage (measured: ``gc.collect()`` after each batch of wiki-cooc
+    and wiki-sgns found 0 objects), so the automatic collector is off during the
+    catch-up, the objects alive before it are frozen out of every scan, and
+    :func:`_collect` sweeps what one batch left. Restores the collector on exit.
     """
-    old = gc.get_threshold()
+    was_enabled = gc.isenabled()
     gc.collect()
     gc.freeze()
-    gc.set_threshold(threshold, old[1], old[2])
+    gc.disable()
     try:
         yield
     finally:
-        gc.set_threshold(*old)
+        if was_enabled:
+            gc.enable()
         gc.unfreeze()
+
+
+def _collect() -> None:
+    """Collect the young generations (what the last batch allocated and left behind)."""
+    if not gc.isenabled():
+        gc.collect(1)
 
 
 class Backfill:
@@ -653,7 +674,7 @@ class Backfill:
         ranges = ", ".join(f"{p}:{pl.start}..{pl.stop}" for p, pl in self.plan.items())
         self._status(f"catch-up: {self._total} records of {self.topic} [{ranges}) into "
                      f"{self.spec.name}.v{self.spec.version} (group {self.group})")
-        with _fewer_gc_passes():
+        with _gc_between_batches():
             self._catch_up(follow)
         if not self.stop.is_set():
             self._publish_sweep()
@@ -681,6 +702,8 @@ class Backfill:
             chunk = cu.next_batch()
             if chunk is not None:
                 self._apply(chunk, "catch-up")
+                del chunk
+                _collect()
                 if self.stop.is_set():
                     break
                 continue

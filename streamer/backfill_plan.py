@@ -553,37 +553,6 @@ class CatchUp:
                 closed.append(p)
         self._ready.extend(merge.pop_ready())
         return closed, errors
-        # columns first (list comprehensions), then one pass per partition of this poll
-        parts = np.array([m.partition() for m in msgs], np.int64)
-        offs = np.array([m.offset() for m in msgs], np.int64)
-        tss = [m.timestamp()[1] for m in msgs]
-        values = [m.value() for m in msgs]
-        past: set[int] = set()
-        for p in np.unique(parts).tolist():
-            idx = np.flatnonzero(parts == p)
-            stop = self.stops[p]
-            o = offs[idx]
-            keep = idx[o < stop]
-            if len(keep) < len(idx):
-                past.add(p)  # closed below, after its records of this poll are merged
-                if self.keep_overflow:
-                    self.overflow[p].extend(raw(values[i], topic, p, int(offs[i]))
-                                            for i in idx[o >= stop].tolist())
-            if not len(keep):
-                continue
-            ks = keep.tolist()
-            merge.extend(p, [raw(values[i], topic, p, off)
-                             for i, off in zip(ks, offs[keep].tolist(), strict=True)],
-                         [tss[i] for i in ks])
-            self._next[p] = int(offs[keep[-1]]) + 1
-            if self._next[p] >= stop:
-                past.add(p)
-        for p in sorted(past):
-            if merge.is_open(p):
-                merge.close(p)
-                closed.append(p)
-        self._ready.extend(merge.pop_ready())
-        return closed, errors
 
     def next_batch(self) -> list[Any] | None:
         """Return the next batch: ``batch`` records, or the rest once all arrived; else None."""

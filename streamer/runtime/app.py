@@ -203,25 +203,41 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
             owned.difference_update(tp.partition for tp in revoked
                                     if tp.topic == source_topic)
 
-    if use_changelog and not noop:
+    if not noop:
         @app.on_partitions_assigned.connect
         async def take_over_partitions(app: faust.App, assigned: Any, **kwargs: Any) -> None:  # noqa: ARG001
-            # faust pauses the assigned partitions until this returns and seeks them to
-            # the group's committed offsets afterwards, which never pass the changelog
-            from streamer.runtime.changelog import sync_partitions
+            # faust pauses the assigned partitions until this returns and then seeks them
+            # to the group's committed offsets, which must never pass the table
+            from streamer.errors import ConfigError
+            from streamer.runtime.changelog import (
+                check_group_behind_table,
+                committed_offsets,
+                sync_partitions,
+            )
 
             parts = sorted(tp.partition for tp in assigned if tp.topic == source_topic)
-            assert owned is not None
-            owned.clear()
+            if owned is not None:
+                owned.clear()
             if not parts:
                 return
             try:
-                stats["rebalances"].append(
-                    {"partitions": parts, **sync_partitions(engine(), holder["changelog"],
-                                                            parts)})
+                eng = engine()
+                if use_changelog:
+                    stats["rebalances"].append(
+                        {"partitions": parts, **sync_partitions(eng, holder["changelog"],
+                                                                parts)})
+                check_group_behind_table(
+                    eng, committed_offsets(settings.kafka_bootstrap, group, source_topic,
+                                           parts), group=group, topic=source_topic)
+            except ConfigError as exc:
+                log.critical("worker %s: %s", spec.name, exc)
+                sys.stderr.write(f"streamer worker {spec.name}: {exc}\n")
+                sys.stderr.flush()
+                os._exit(2)
             except Exception as exc:  # noqa: BLE001 - consuming without the state is wrong
                 _die(spec, stats, "partition take-over failed", exc)
-            owned.update(parts)
+            if owned is not None:
+                owned.update(parts)
 
     if bench.enabled:
         @app.timer(interval=1.0)

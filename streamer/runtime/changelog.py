@@ -302,6 +302,58 @@ class KafkaChangelog:
         self._p.flush(10)
 
 
+def committed_offsets(bootstrap: str, group: str, topic: str,
+                      partitions: list[int]) -> dict[int, int]:
+    """Return the consumer group's committed offset (next to read) per partition, if any.
+
+    An OffsetFetch request only (the consumer never joins the group). Partitions without
+    a committed offset are left out.
+
+    Raises
+    ------
+    StateError
+        If the broker does not answer within 30 s.
+    """
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                  "enable.auto.commit": False})
+    try:
+        got = c.committed([TopicPartition(topic, p) for p in partitions], timeout=30)
+    except KafkaException as exc:
+        msg = f"cannot read the committed offsets of group {group!r}: {exc.args[0]}"
+        raise StateError(msg) from exc
+    finally:
+        c.close()
+    return {tp.partition: tp.offset for tp in got if tp.offset >= 0}
+
+
+def check_group_behind_table(engine: Any, committed: dict[int, int], *, group: str,
+                             topic: str) -> None:
+    """Refuse to consume when the group's committed offsets skip records the table lacks.
+
+    faust resumes each assigned partition at the group's committed offset. If that is
+    past the table's stored offset + 1 (the group was advanced by another process: a
+    backfill into another state dir, a worker whose state dir was lost, with no
+    changelog to restore it from), records in between would never be applied.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the partitions, both offsets and the ways out.
+    """
+    from streamer.errors import ConfigError
+
+    gaps = {p: (engine.stored_offset(topic, p) + 1, c) for p, c in sorted(committed.items())
+            if c > engine.stored_offset(topic, p) + 1}
+    if not gaps:
+        return
+    what = ", ".join(f"partition {p}: table at {t}, group at {c}" for p, (t, c) in gaps.items())
+    msg = (f"consumer group {group!r} is ahead of this worker's table on {topic} ({what}); "
+           "consuming would skip those records. Run the worker on the state dir that "
+           "applied them (e.g. the backfill's), or reset the group: kafka-consumer-groups "
+           f"--group {group} --topic {topic} --reset-offsets --to-earliest --execute")
+    raise ConfigError(msg)
+
+
 def sync_partitions(engine: Any, changelog: KafkaChangelog, partitions: list[int]) -> dict:
     """Bring ``engine`` and the changelog to the same state for ``partitions`` (on assignment).
 
