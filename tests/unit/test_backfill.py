@@ -405,3 +405,29 @@ def test_unknown_types_and_versions_list_what_is_declared():
         resolve_target("a.v2", SPECS)
     with pytest.raises(BadRequest):
         resolve_target("A_B", SPECS)
+
+
+# --------------------------------------------------------------------------------------
+# garbage collection around the catch-up
+
+
+def test_the_collector_is_off_during_the_catch_up_and_restored_after():
+    import gc
+    import weakref
+
+    from streamer.backfill import _collect, _gc_between_batches
+
+    class Node:
+        pass
+
+    assert gc.isenabled()
+    with _gc_between_batches():
+        assert not gc.isenabled()
+        a = Node()
+        a.self = a                # a cycle left behind by "a batch"
+        ref = weakref.ref(a)
+        del a
+        assert ref() is not None  # no automatic collection inside a batch
+        _collect()
+        assert ref() is None      # swept between batches
+    assert gc.isenabled() and gc.get_freeze_count() == 0
