@@ -154,8 +154,8 @@ def resolve_target(ref: str, specs: tuple[TopologySpec, ...] | None = None,
 def ensure_topics(settings: Settings, spec: TopologySpec) -> None:
     """Create the source, dead-letter, compacted output and ``benchmarks`` topics if missing.
 
-    The same layout as the worker's ``streamer.runtime.app.ensure_worker_topics``
-    (kept here so a backfill does not import the faust runtime).
+    The worker's layout (:func:`streamer.type_topics.ensure_type_topics`), without the
+    state changelog.
 
     The source topic itself must exist: a backfill of a topic nobody produced to (a
     wrong ``STREAMER_TOPIC_PREFIX``) is refused rather than creating empty topics.
@@ -168,9 +168,8 @@ def ensure_topics(settings: Settings, spec: TopologySpec) -> None:
     KafkaIOError
         If the broker cannot be reached.
     """
-    from streamer.bench.results import BENCHMARKS_TOPIC
-    from streamer.kafka_io import TopicSpec, topic_partition_counts
-    from streamer.kafka_io import ensure_topics as _ensure
+    from streamer.kafka_io import topic_partition_counts
+    from streamer.type_topics import ensure_type_topics
 
     source = settings.topic(spec.source)
     if source not in topic_partition_counts(settings.kafka_bootstrap, [source]):
@@ -178,15 +177,7 @@ def ensure_topics(settings: Settings, spec: TopologySpec) -> None:
                "backfill from; produce to it first (streamer produce) or check "
                "STREAMER_TOPIC_PREFIX")
         raise ConfigError(msg)
-    parts = settings.engagements_partitions
-    keep = {"retention.ms": "-1"}
-    _ensure(settings.kafka_bootstrap, {
-        settings.topic(spec.source): TopicSpec(partitions=parts, configs=keep),
-        settings.topic(spec.dead_letters): TopicSpec(partitions=parts, configs=keep),
-        settings.topic(spec.output_topic): TopicSpec(
-            partitions=parts, configs={"cleanup.policy": "compact", "retention.ms": "-1"}),
-        settings.topic(BENCHMARKS_TOPIC): TopicSpec(partitions=1, configs=keep),
-    })
+    ensure_type_topics(settings, spec)  # no changelog: a backfill writes none
 
 
 def _locked(spec: TopologySpec, path: object) -> ConfigError:

@@ -506,28 +506,11 @@ def ensure_worker_topics(settings: Settings, spec: TopologySpec) -> None:
     ConfigError
         If an existing topic has another partition count than configured.
     """
-    from streamer.kafka_io import TopicSpec, ensure_topics
+    from streamer.runtime.changelog import changelog_topic
+    from streamer.type_topics import ensure_type_topics
 
-    parts = settings.engagements_partitions
-    keep = {"retention.ms": "-1"}
-    ensure_topics(settings.kafka_bootstrap, {
-        settings.topic(spec.source): TopicSpec(partitions=parts, configs=keep),
-        settings.topic(spec.dead_letters): TopicSpec(partitions=parts, configs=keep),
-        settings.topic(spec.output_topic): TopicSpec(
-            partitions=parts, configs={"cleanup.policy": "compact", "retention.ms": "-1"}),
-        settings.topic(BENCHMARKS_TOPIC): TopicSpec(partitions=1, configs=keep),
-    })
-    if changelog_enabled(settings, spec):
-        from streamer.runtime.changelog import changelog_topic
-
-        # one changelog partition per source partition; compacted: latest value per key
-        ensure_topics(settings.kafka_bootstrap, {
-            changelog_topic(worker_group(settings, spec)): TopicSpec(
-                partitions=parts, configs={"cleanup.policy": "compact", "retention.ms": "-1",
-                                           # ~13x the input's bytes before compaction
-                                           # (Wikipedia): roll segments so it can run
-                                           "segment.bytes": str(64 << 20)}),
-        })
+    ensure_type_topics(settings, spec, changelog=changelog_topic(worker_group(settings, spec))
+                       if changelog_enabled(settings, spec) else None)
 
 
 def _use_uvloop() -> None:
