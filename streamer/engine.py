@@ -42,19 +42,23 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
 from streamer.errors import DimensionMismatch, StateError
 from streamer.events.deadletter import DeadLetterSink
-from streamer.events.decode import Decoder, Rejected, to_batch
+from streamer.events.decode import Decoder, Rejected, columns_to_batch
 from streamer.events.dedup import Deduplicator
-from streamer.events.schema import EngagementEvent
 from streamer.index.base import VectorIndex
 from streamer.learn.base import EventBatch, OnlineLearner
 from streamer.store import quant
-from streamer.store.base import FeatureRecord, FeatureTable, claim_manifest
+from streamer.store.base import (
+    FeatureRecord,
+    FeatureTable,
+    claim_manifest,
+    records_from_arrays,
+)
 from streamer.topology import TopologySpec
 from streamer.transfer import (
     INIT_FROM_META_KEY,
@@ -63,7 +67,7 @@ from streamer.transfer import (
     load_source_vectors,
     table_path,
 )
-from streamer.types import Clock, item_key, user_key
+from streamer.types import ITEM_PREFIX, USER_PREFIX, Clock
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +77,10 @@ COUNTERS_KEY = _COUNTERS = b"C/counters"
 """State key of the engine's JSON counters (``accepted``, ``rejected``...)."""
 
 
-@dataclass(frozen=True, slots=True)
-class RawMessage:
+class RawMessage(NamedTuple):
     """One message as read from a topic or file, before decoding.
+
+    A named tuple (cheap to build: a backfill makes one per record).
 
     Attributes
     ----------
@@ -312,56 +317,53 @@ class Engine:
         Never raises on bad input; raises only on internal or storage failures.
         """
         res = BatchResult(seen=len(messages))
-        events: list[EngagementEvent] = []
-        parts: list[int] = []
-        offs: list[int] = []
-        new_offsets: dict[tuple[str, int], int] = {}
-        for m in messages:
-            tp = (m.topic, m.partition)
-            if m.offset <= new_offsets.get(tp, self._offsets.get(tp, -1)):
-                res.skipped += 1
-                continue
-            new_offsets[tp] = m.offset
-            decoded = self.decoder.decode(m.value, topic=m.topic, partition=m.partition,
-                                          offset=m.offset)
-            if not isinstance(decoded, Rejected) and self.dedup.check(decoded, m.partition):
-                decoded = Rejected(
+        todo, new_offsets = self._unapplied(messages)
+        res.skipped = len(messages) - len(todo)
+        if not new_offsets:
+            return res
+        cols = self.decoder.decode_columns(todo)
+        rejects = cols.rejects
+        parts = [todo[i].partition for i in cols.index]
+        dups = self.dedup.check_many(parts, cols.ts, cols.event_ids)
+        if dups:
+            for j in dups:
+                m = todo[cols.index[j]]
+                rejects.append((cols.index[j], Rejected(
                     reason="duplicate",
-                    detail=f"event_id {decoded.event_id!r} already applied within the "
+                    detail=f"event_id {cols.event_ids[j]!r} already applied within the "
                     f"{self.dedup.window_s:g} s dedup window",
                     topic=m.topic, partition=m.partition, offset=m.offset,
                     raw=m.value if m.value is not None else b"",
-                )
-            if isinstance(decoded, Rejected):
-                res.rejected += 1
-                self.counters[f"rejected.{decoded.reason}"] += 1
-                self.dead_letters.send(decoded)
-                continue
-            events.append(decoded)
-            parts.append(m.partition)
-            offs.append(m.offset)
-        if not new_offsets:
-            return res
-        res.accepted = len(events)
-        self.counters["accepted"] += len(events)
-        self.counters["rejected"] += res.rejected
-        if events:
-            batch = to_batch(events, partitions=parts, offsets=offs,
-                             action_weights=self.spec.action_weights)
+                )))
+            rejects.sort(key=lambda r: r[0])  # dead letters in stream order
+            gone = set(dups)
+            keep = [j for j in range(len(cols)) if j not in gone]
+            cols.select(keep)
+            parts = [parts[j] for j in keep]
+        counters = self.counters
+        for _, rejected in rejects:
+            counters[f"rejected.{rejected.reason}"] += 1
+            self.dead_letters.send(rejected)
+        res.rejected = len(rejects)
+        res.accepted = len(cols)
+        counters["accepted"] += res.accepted
+        counters["rejected"] += res.rejected
+        if res.accepted:
+            batch = columns_to_batch(cols, parts, [todo[i].offset for i in cols.index],
+                                     self.spec.action_weights)
             if self.before_learn is not None:
                 self.before_learn(self.learner, batch)
             self.learner.learn_many(batch)
         # vectors that moved, plus every entity an event touched (its update_count and
         # updated_at changed even when its normalised vector did not)
         touched = self.learner.changed()
+        touched.update(map(USER_PREFIX.__add__, cols.user_ids))
+        touched.update(map(ITEM_PREFIX.__add__, cols.item_ids))
         # event time of each id's last event in this batch: updated_at for learners that
-        # do not report last_event_ts (the base class returns NaN)
-        seen_ts: dict[str, float] = {}
-        for e in events:
-            for key in (user_key(e.user_id), item_key(e.item_id)):
-                touched.add(key)
-                if e.ts > seen_ts.get(key, -np.inf):
-                    seen_ts[key] = e.ts
+        # do not report last_event_ts (the base class returns NaN); built only if needed
+        def seen_ts() -> dict[str, float]:
+            return _last_ts(cols.user_ids, cols.item_ids, cols.ts)
+
         changed, records, features = self._feature_records(sorted(touched), seen_ts)
         records = self._as_stored(records)
         state = self._state_records_changed()
@@ -380,6 +382,28 @@ class Engine:
         res.changed = changed
         res.records = records
         return res
+
+    def _unapplied(self, messages: Sequence[RawMessage]
+                   ) -> tuple[list[RawMessage], dict[tuple[str, int], int]]:
+        """Return the messages past the stored (and this batch's) offsets, and the new offsets.
+
+        A message at or below the last applied offset of its (topic, partition) is a
+        re-delivery (a restart, a rebalance) and is skipped.
+        """
+        stored = self._offsets
+        new_offsets: dict[tuple[str, int], int] = {}
+        todo: list[RawMessage] = []
+        keep = todo.append
+        get_new = new_offsets.get
+        for m in messages:
+            tp = (m.topic, m.partition)
+            last = get_new(tp)
+            if last is None:
+                last = stored.get(tp, -1)
+            if m.offset > last:
+                new_offsets[tp] = m.offset
+                keep(m)
+        return todo, new_offsets
 
     # -- partitions (scale-out) ------------------------------------------------------
     def state_partition(self, key: bytes) -> int | None:
@@ -518,12 +542,14 @@ class Engine:
         return res
 
     def _feature_records(
-        self, changed: list[str], fallback_ts: dict[str, float] | None = None,
+        self, changed: list[str],
+        fallback_ts: dict[str, float] | Callable[[], dict[str, float]] | None = None,
     ) -> tuple[list[str], list[FeatureRecord], dict[str, FeatureRecord | None]]:
         """Build the records of ``changed`` ids: (kept ids, their records, id -> record|None).
 
-        An id without a vector maps to ``None`` (delete). ``fallback_ts`` gives
-        ``updated_at`` (event s) for ids the learner has no event time for (warm start).
+        An id without a vector maps to ``None`` (delete). ``fallback_ts`` (or a callable
+        returning it, called only if needed) gives ``updated_at`` (event s) for ids the
+        learner has no event time for (warm start, learners without ``last_event_ts``).
         """
         records: list[FeatureRecord] = []
         features: dict[str, FeatureRecord | None] = {}
@@ -532,28 +558,26 @@ class Engine:
         vecs, mask = self.learner.vectors(changed)
         counts = self.learner.update_counts(changed)
         last_ts = self.learner.last_event_ts(changed)
-        kept: list[str] = []
-        for j, entity in enumerate(changed):
-            if not mask[j]:
-                features[entity] = None
-                continue
-            ts = float(last_ts[j])
-            if fallback_ts is not None and not np.isfinite(ts):
-                ts = fallback_ts.get(entity, 0.0)
-            rec = FeatureRecord(vector=vecs[j], updated_at=ts,
-                                update_count=int(counts[j]), model_version=self.spec.version)
-            features[entity] = rec
-            kept.append(entity)
-            records.append(rec)
+        if callable(fallback_ts):
+            fallback_ts = fallback_ts() if not np.isfinite(last_ts[mask]).all() else None
+        rows = np.flatnonzero(mask)
+        kept = [changed[j] for j in rows.tolist()]
+        ts = last_ts[rows].astype(np.float64).tolist()
+        if fallback_ts is not None:
+            ts = [t if np.isfinite(t) else fallback_ts.get(e, 0.0)
+                  for e, t in zip(kept, ts, strict=True)]
+        records = records_from_arrays(vecs[rows], ts, counts[rows].astype(np.int64).tolist(),
+                                      self.spec.version)
+        features = dict.fromkeys(changed)
+        features.update(zip(kept, records, strict=True))
         return kept, records, features
 
     def _state_records_changed(self) -> dict[bytes, bytes | None]:
         """Collect learner and dedup state changed since the last commit, plus the counters."""
-        state: dict[bytes, bytes | None] = {}
-        for k, v in self.learner.state_changes().items():
-            state[_LEARNER + k] = v
-        for k, v in self.dedup.state_changes().items():
-            state[_DEDUP + k] = v
+        learner, dedup = self.learner.state_changes(), self.dedup.state_changes()
+        state: dict[bytes, bytes | None] = dict(zip(map(_LEARNER.__add__, learner),
+                                                    learner.values(), strict=True))
+        state.update(zip(map(_DEDUP.__add__, dedup), dedup.values(), strict=True))
         state[_COUNTERS] = json.dumps(dict(self.counters), sort_keys=True).encode()
         return state
 
@@ -685,6 +709,17 @@ class Engine:
             "learner": dict(stats()) if callable(stats := getattr(self.learner, "stats", None))
             else {},
         }
+
+
+def _last_ts(user_ids: list[str], item_ids: list[str], ts: list[float]) -> dict[str, float]:
+    """Return namespaced id -> the largest event time (s) of its events in the columns."""
+    out: dict[str, float] = {}
+    ts_arr = np.asarray(ts, dtype=np.float64)
+    order = np.argsort(ts_arr, kind="stable").tolist()  # later assignments win: the max
+    for prefix, col in ((USER_PREFIX, user_ids), (ITEM_PREFIX, item_ids)):
+        for j in order:
+            out[prefix + col[j]] = ts[j]
+    return out
 
 
 def _build_learner(spec: TopologySpec) -> OnlineLearner:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import heapq
 import math
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 from streamer.errors import ConfigError, StateError
@@ -134,6 +134,81 @@ class Deduplicator:
         heapq.heappush(self._heaps[partition], (ts, event_id))
         self._dirty_ids[partition].add(event_id)
         return False
+
+    def check_many(self, partitions: Sequence[int], ts: Sequence[float],
+                   event_ids: Sequence[str | None]) -> list[int]:
+        """Check a batch of events in order; return the positions of the duplicates.
+
+        Exactly one :meth:`check` per event, in order (same verdicts, same state
+        afterwards), with the per-event work inlined: several times cheaper on a
+        Python loop of a whole batch.
+
+        Parameters
+        ----------
+        partitions
+            Source partition per event, ``n`` ints.
+        ts
+            Event time per event, event seconds, ``n`` floats.
+        event_ids
+            ``event_id`` per event (``None``: never a duplicate), ``n`` entries.
+
+        Returns
+        -------
+        list of int
+            Ascending positions of the events that repeat a remembered ``event_id``.
+        """
+        window = self.window_s
+        wms = self._watermark
+        seen_of, heaps, dirty_of = self._seen, self._heaps, self._dirty_ids
+        dirty_wm = self._dirty_wm
+        push, pop = heapq.heappush, heapq.heappop
+        dups: list[int] = []
+        p_cur = None
+        wm = 0.0
+        seen: dict[str, float] = {}
+        heap: list[tuple[float, str]] = []
+        dirty: set[str] = set()
+        for i, (p, t, event_id) in enumerate(zip(partitions, ts, event_ids, strict=True)):
+            if p != p_cur:
+                if p_cur is not None:
+                    wms[p_cur] = wm
+                p_cur = p
+                if p not in seen_of:
+                    seen_of[p], heaps[p], dirty_of[p] = {}, [], set()
+                seen, heap, dirty = seen_of[p], heaps[p], dirty_of[p]
+                w = wms.get(p)
+                if w is None:
+                    wms[p] = wm = t
+                    dirty_wm.add(p)
+                    self._evict(p, wm)
+                else:
+                    wm = w
+            if t > wm:  # the watermark advances: evict as _evict does
+                wm = t
+                dirty_wm.add(p)
+                horizon = wm - window
+                while heap and heap[0][0] < horizon:
+                    t0, old = pop(heap)
+                    if seen.get(old) == t0:
+                        del seen[old]
+                        dirty.add(old)
+            if event_id is None:
+                continue
+            t0 = seen.get(event_id)
+            if t0 is not None:
+                if t - t0 <= window:
+                    dups.append(i)
+                    continue
+                del seen[event_id]  # as _forget (cannot happen when t <= wm)
+                dirty.add(event_id)
+            if wm - t > window:  # already outside the window: nothing to remember
+                continue
+            seen[event_id] = t
+            push(heap, (t, event_id))
+            dirty.add(event_id)
+        if p_cur is not None:
+            wms[p_cur] = wm
+        return dups
 
     def _evict(self, partition: int, wm: float) -> None:
         heap = self._heaps.get(partition)

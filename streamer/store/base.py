@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Self
 
 import numpy as np
+import numpy.typing as npt
 
 from streamer.errors import (
     BadRequest,
@@ -187,6 +188,55 @@ def trusted_record(
     _set_update_count(rec, update_count)
     _set_model_version(rec, model_version)
     return rec
+
+
+def records_from_arrays(
+    vectors: npt.NDArray[np.floating], updated_at: Sequence[float],
+    update_counts: Sequence[int], model_version: int,
+) -> list[FeatureRecord]:
+    """Build one :class:`FeatureRecord` per row of ``vectors``, validated in bulk.
+
+    The same records, and the same errors, as ``FeatureRecord(vectors[j], ...)`` for
+    every row, at a fraction of the cost: one copy of the matrix (made read-only; each
+    record's vector is a row of it, so nothing else can change it) and one vectorised
+    check. Rows or fields that fail the check are rebuilt one by one to raise the
+    exact error.
+
+    Parameters
+    ----------
+    vectors
+        Shape ``(n, dim)``, real-valued, ``dim >= 1``; copied as float32.
+    updated_at
+        ``n`` event times, seconds since the epoch (finite).
+    update_counts
+        ``n`` counts in ``[0, 2**63)``.
+    model_version
+        In ``[0, 2**31)``.
+
+    Raises
+    ------
+    InvalidVector, BadRequest
+        As :class:`FeatureRecord`.
+    """
+    n = len(updated_at)
+    if len(update_counts) != n or len(vectors) != n:
+        msg = (f"records_from_arrays: {len(vectors)} vectors, {n} updated_at and "
+               f"{len(update_counts)} update_counts; expected one of each per record")
+        raise BadRequest(msg)
+    arr = np.asarray(vectors)
+    ts = [float(t) if type(t) is not float else t for t in updated_at]
+    counts = [int(c) if type(c) is not int else c for c in update_counts]
+    ok = (arr.ndim == 2 and arr.shape[1] >= 1 and arr.dtype.kind in "fiu"
+          and type(model_version) is int and 0 <= model_version <= _INT32_MAX
+          and all(type(c) is int and 0 <= c <= _INT64_MAX for c in update_counts)
+          and all(type(t) in (float, np.float64) for t in updated_at))
+    if ok:
+        mat = arr.astype(_F32, copy=True)
+        ok = bool(np.isfinite(mat).all()) and bool(np.isfinite(np.asarray(ts)).all())
+    if not ok:  # the exact error of the first bad record (or the records, if none fails)
+        return [FeatureRecord(arr[j], ts[j], counts[j], model_version) for j in range(n)]
+    mat.setflags(write=False)
+    return [trusted_record(v, t, c, model_version) for v, t, c in zip(mat, ts, counts, strict=True)]
 
 
 # Slot setters bypass the frozen __setattr__ (what dataclasses do internally, but faster).

@@ -417,6 +417,97 @@ def test_fuzz_event_shaped_objects_match_the_rules(data, keys, full):
     assert isinstance(out, EngagementEvent) == valid, (obj, out)
 
 
+# ------------------------------------------------------------------ batch decoding
+def _msgs(raws):
+    from streamer.engine import RawMessage
+
+    return [RawMessage(r, "engagements", i % 3, 100 + i) for i, r in enumerate(raws)]
+
+
+def _per_message(raws, d):
+    out = [d.decode(m.value, topic=m.topic, partition=m.partition, offset=m.offset)
+           for m in _msgs(raws)]
+    events = [(i, o) for i, o in enumerate(out) if isinstance(o, EngagementEvent)]
+    rejects = [(i, o) for i, o in enumerate(out) if isinstance(o, Rejected)]
+    return events, rejects
+
+
+def _assert_columns_match(raws, **kw):
+    d1, d2 = dec(**kw), dec(**kw)
+    events, rejects = _per_message(raws, d1)
+    cols = d2.decode_columns(_msgs(raws))
+    assert cols.index == [i for i, _ in events]
+    assert cols.events() == [e for _, e in events]
+    assert [type(e.ts) for e in cols.events()] == [type(e.ts) for _, e in events]
+    assert cols.rejects == rejects
+    assert d2.counters == d1.counters
+    return cols
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), n=st.integers(0, 12))
+def test_decode_columns_gives_the_verdicts_of_decode(data, n):
+    raws = []
+    for _ in range(n):
+        keys = data.draw(st.sets(st.sampled_from(sorted(FIELD_VALUES))), label="keys")
+        if data.draw(st.booleans(), label="full"):
+            keys |= {"user_id", "item_id", "action", "ts"}
+        obj = {k: data.draw(FIELD_VALUES[k], label=k) for k in sorted(keys)}
+        kind = data.draw(st.sampled_from(["json", "bytes", "none"]), label="kind")
+        if kind == "json":
+            raws.append(json.dumps(obj).encode("utf-8", "surrogatepass"))
+        elif kind == "bytes":
+            raws.append(data.draw(st.binary(max_size=60), label="raw"))
+        else:
+            raws.append(None)
+    _assert_columns_match(raws)
+    _assert_columns_match(raws, actions={"click": 2.0, "*": 0.5})
+
+
+def test_decode_columns_on_the_bad_message_catalogue_and_mixed_stream():
+    originals = synthetic_events(50, seed=4, now_s=NOW)
+    bad = bad_messages(400, seed=4, now_s=NOW, originals=originals)
+    raws = [to_wire(e) for e in originals] + [m.value for m in bad]
+    raws += [doc(weight=2.5), doc(weight=3), doc(ts=1388534400), doc(schema_version=1),
+             doc(ts="2014-01-01T00:00:00Z"), doc(event_id=None), doc(weight=True),
+             doc(schema_version=True), doc(ts=NOW + 86_400.0), doc(ts=NOW + 86_400.5)]
+    rng = np.random.default_rng(4)
+    raws = [raws[i] for i in rng.permutation(len(raws))]
+    cols = _assert_columns_match(raws)
+    reasons = {r.reason for _, r in cols.rejects}
+    assert reasons >= set(REJECT_REASONS) - {"duplicate", "internal"}
+    assert len(cols) >= 55
+
+
+def test_decode_columns_reads_the_clock_once_for_its_fast_path():
+    clock = ManualClock(NOW)
+    d = Decoder(clock=clock)
+    calls = []
+    real = clock.now_s
+    clock.now_s = lambda: calls.append(1) or real()  # type: ignore[method-assign]
+    cols = d.decode_columns(_msgs([doc(event_id=f"e{i}") for i in range(50)]))
+    assert len(cols) == 50 and len(calls) == 1
+
+
+def test_columns_to_batch_equals_to_batch_bit_for_bit():
+    from streamer.events.decode import columns_to_batch
+
+    weights = {"click": 0.3, "like": 1.0, "*": 1.7}
+    originals = synthetic_events(300, seed=8, now_s=NOW)
+    ws = np.linspace(0.1, 9.0, 300)
+    raws = [doc(user_id=e.user_id, item_id=e.item_id, action=e.action, ts=e.ts,
+                weight=float(w)) for e, w in zip(originals, ws, strict=True)]
+    for actions in (weights, {"click": 1.0, "like": 1.0, "follow": 1.0, "edit": 1.0}):
+        cols = dec(actions=actions).decode_columns(_msgs(raws))
+        parts, offs = list(range(len(cols))), [7 * i for i in range(len(cols))]
+        a = columns_to_batch(cols, parts, offs, actions)
+        b = to_batch(cols.events(), parts, offs, actions)
+        assert a.weights.tobytes() == b.weights.tobytes() and a.ts.tobytes() == b.ts.tobytes()
+        assert (a.user_ids, a.item_ids, a.actions) == (b.user_ids, b.item_ids, b.actions)
+        assert a.partitions.tolist() == parts and a.offsets.tolist() == offs
+    assert len(columns_to_batch(dec().decode_columns([]), [], [])) == 0
+
+
 # ------------------------------------------------------------------ to_batch
 def test_to_batch_multiplies_weights_and_fills_columns():
     evs = [EngagementEvent("u1", "i1", "like", 1.5e9, 2.0),

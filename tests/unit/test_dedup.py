@@ -181,3 +181,25 @@ def test_replay_with_random_times_matches_oracle():
               for t in np.cumsum(rng.exponential(1.0, 5_000)) - rng.uniform(0, 20, 5_000)]
     d = Deduplicator(30.0)
     assert [d.check(ev(ts, eid), p) for p, ts, eid in events] == oracle(events, 30.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 2), st.floats(0.0, 50.0), st.sampled_from(
+    [None, "a", "b", "c", "d"])), max_size=60), window=st.sampled_from([0.0, 3.0, 10.0]),
+       cut=st.integers(0, 60))
+def test_check_many_equals_check_per_event(rows, window, cut):
+    one, many = Deduplicator(window_s=window), Deduplicator(window_s=window)
+    verdicts = [one.check(ev(t, e), p) for p, t, e in rows]
+    dups: list[int] = []
+    for lo, hi in ((0, cut), (cut, len(rows))):  # two batches: state carries over
+        part = rows[lo:hi]
+        got = many.check_many([p for p, _, _ in part], [t for _, t, _ in part],
+                              [e for _, _, e in part])
+        dups += [lo + j for j in got]
+    assert dups == [i for i, v in enumerate(verdicts) if v]
+    assert many.state_dict() == one.state_dict()
+    assert many.state_changes() == one.state_changes()
+    def heaps(d: Deduplicator) -> dict[int, list[tuple[float, str]]]:
+        return {p: h for p, h in d._heaps.items() if h}  # noqa: SLF001
+
+    assert heaps(many) == heaps(one)  # same evictions still to come
