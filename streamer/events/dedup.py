@@ -87,6 +87,9 @@ class Deduplicator:
         self._heaps: dict[int, list[tuple[float, str]]] = {}
         self._watermark: dict[int, float] = {}
         self._dirty_ids: dict[int, set[str]] = {}
+        # ids with a record in the store (as of the last state_changes): an id that
+        # comes and goes between two calls needs no delete
+        self._stored: dict[int, set[str]] = {}
         self._dirty_wm: set[int] = set()
 
     # ------------------------------------------------------------------ hot path
@@ -270,19 +273,28 @@ class Deduplicator:
         Returns
         -------
         dict of bytes to bytes or None
-            Remembered ids map to their ``t0`` (big-endian float64); evicted ids map to
-            ``None`` (delete); each touched partition's watermark record is included.
+            Remembered ids map to their ``t0`` (big-endian float64); evicted ids that
+            have a record (returned by an earlier call, or loaded) map to ``None``
+            (delete), those remembered and evicted since the last call are left out;
+            each touched partition's watermark record is included.
         """
         out: dict[bytes, bytes | None] = {}
         prefix = self.key_prefix
+        pack = _F64.pack
         for partition, ids in self._dirty_ids.items():
             if not ids:
                 continue
             seen = self._seen[partition]
+            stored = self._stored.setdefault(partition, set())
             base = prefix + str(partition).encode("ascii") + _ID_TAG
             for event_id in ids:
                 t0 = seen.get(event_id)
-                out[base + event_id.encode("utf-8")] = None if t0 is None else _F64.pack(t0)
+                if t0 is not None:
+                    out[base + event_id.encode("utf-8")] = pack(t0)
+                    stored.add(event_id)
+                elif event_id in stored:
+                    out[base + event_id.encode("utf-8")] = None
+                    stored.discard(event_id)
             ids.clear()
         for partition in self._dirty_wm:
             key = prefix + str(partition).encode("ascii") + _WM_TAG
@@ -329,4 +341,5 @@ class Deduplicator:
             heapq.heapify(heap)
         self._watermark = wms
         self._dirty_ids = {p: set() for p in seen}
+        self._stored = {p: set(ids) for p, ids in seen.items()}
         self._dirty_wm = set()

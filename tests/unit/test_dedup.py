@@ -203,3 +203,46 @@ def test_check_many_equals_check_per_event(rows, window, cut):
         return {p: h for p, h in d._heaps.items() if h}  # noqa: SLF001
 
     assert heaps(many) == heaps(one)  # same evictions still to come
+
+
+def _full_records(d: Deduplicator) -> dict[bytes, bytes]:
+    """Every record the state has, encoded from scratch (what the store must hold)."""
+    out = {}
+    for p, part in d.state_dict().items():
+        for event_id, t0 in part["ids"].items():  # type: ignore[union-attr]
+            out[b"dedup/%d/e/%s" % (p, event_id.encode())] = struct.pack(">d", t0)
+        if part["watermark"] is not None:
+            out[b"dedup/%d/w" % p] = struct.pack(">d", part["watermark"])
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches=st.lists(st.lists(st.tuples(st.integers(0, 1), st.floats(0.0, 40.0),
+                                           st.sampled_from([None, "a", "b", "c"])),
+                                 max_size=15), max_size=6),
+       window=st.sampled_from([0.0, 2.0, 8.0]), reload_at=st.integers(0, 6))
+def test_state_changes_keep_a_store_equal_to_the_state(batches, window, reload_at):
+    d = Deduplicator(window_s=window)
+    store: dict[bytes, bytes] = {}
+    for b, rows in enumerate(batches):
+        if b == reload_at:  # a restart: the state comes back from the store
+            d = Deduplicator(window_s=window)
+            d.load_state_records(store.items())
+        d.check_many([p for p, _, _ in rows], [t for _, t, _ in rows], [e for _, _, e in rows])
+        for key, value in d.state_changes().items():
+            if value is None:
+                assert key in store, "a delete of a key that was never written"
+                del store[key]
+            else:
+                store[key] = value
+        assert store == _full_records(d)
+
+
+def test_an_id_that_comes_and_goes_between_two_flushes_writes_nothing():
+    d = Deduplicator(window_s=5.0)
+    d.check(ev(0.0, "kept"), 0)
+    assert set(d.state_changes()) == {b"dedup/0/e/kept", b"dedup/0/w"}
+    d.check(ev(1.0, "brief"), 0)
+    d.check(ev(20.0, None), 0)  # evicts both
+    assert d.state_changes() == {b"dedup/0/e/kept": None,
+                                 b"dedup/0/w": struct.pack(">d", 20.0)}
