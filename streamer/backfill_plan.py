@@ -516,7 +516,7 @@ class CatchUp:
             If a record below the stop of an already closed partition arrives (a
             broker that skipped offsets: never silently dropped).
         """
-        raw = self._raw
+        raw, new = self._raw, tuple.__new__  # RawMessage without its Python __new__
         topic = self.topic
         stops = self.stops
         merge = self.merge
@@ -524,6 +524,8 @@ class CatchUp:
         errors: list[Any] = []
         groups: dict[int, tuple[list[Any], list[int]]] = {}
         past: set[int] = set()
+        cur = None
+        add_item = add_ts = None
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -534,13 +536,13 @@ class CatchUp:
             if o >= stops[p]:
                 past.add(p)  # closed below, after its records of this poll are merged
                 if self.keep_overflow:
-                    self.overflow[p].append(raw(m.value(), topic, p, o))
+                    self.overflow[p].append(new(raw, (m.value(), topic, p, o, None)))
                 continue
-            g = groups.get(p)
-            if g is None:
-                g = groups[p] = ([], [])
-            g[0].append(raw(m.value(), topic, p, o))
-            g[1].append(m.timestamp()[1])
+            if p != cur:  # a poll gives runs of one partition: switch lists per run only
+                items, tss = groups.setdefault(p, ([], []))
+                add_item, add_ts, cur = items.append, tss.append, p
+            add_item(new(raw, (m.value(), topic, p, o, None)))  # type: ignore[misc]
+            add_ts(m.timestamp()[1])  # type: ignore[misc]
         nxt = self._next
         for p, (items, tss) in groups.items():
             merge.extend(p, items, tss)

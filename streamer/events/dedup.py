@@ -29,6 +29,7 @@ from __future__ import annotations
 import heapq
 import math
 import struct
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Final
 
@@ -40,6 +41,46 @@ DEFAULT_KEY_PREFIX: Final = b"dedup/"
 _F64 = struct.Struct(">d")
 _ID_TAG: Final = b"/e/"
 _WM_TAG: Final = b"/w"
+
+
+class _Expiry:
+    """The pending evictions of one partition: ``(t0, event_id)``, smallest ``t0`` first.
+
+    What a single min-heap would hold, split in two: entries that arrive in ``t0`` order
+    (the common case: a partition's event times rarely go back) join a FIFO, O(1) each
+    way; the others a heap. Evicting "every entry with ``t0 < horizon``" drains the
+    front of both, so the set evicted at each watermark is the same as with one heap.
+    """
+
+    __slots__ = ("fifo", "late")
+
+    def __init__(self, entries: Iterable[tuple[float, str]] = ()) -> None:
+        self.fifo: deque[tuple[float, str]] = deque(sorted(entries))
+        self.late: list[tuple[float, str]] = []
+
+    def push(self, t0: float, event_id: str) -> None:
+        fifo = self.fifo
+        if not fifo or t0 >= fifo[-1][0]:
+            fifo.append((t0, event_id))
+        else:
+            heapq.heappush(self.late, (t0, event_id))
+
+    def pop_below(self, horizon: float) -> list[tuple[float, str]]:
+        """Remove and return every entry with ``t0 < horizon``."""
+        out = []
+        fifo, late = self.fifo, self.late
+        while fifo and fifo[0][0] < horizon:
+            out.append(fifo.popleft())
+        while late and late[0][0] < horizon:
+            out.append(heapq.heappop(late))
+        return out
+
+    def __len__(self) -> int:
+        return len(self.fifo) + len(self.late)
+
+    def entries(self) -> list[tuple[float, str]]:
+        """Return every pending entry, sorted (inspection and tests)."""
+        return sorted([*self.fifo, *self.late])
 
 
 class Deduplicator:
@@ -84,7 +125,7 @@ class Deduplicator:
         self.window_s = float(window_s)
         self.key_prefix = key_prefix
         self._seen: dict[int, dict[str, float]] = {}
-        self._heaps: dict[int, list[tuple[float, str]]] = {}
+        self._expiry: dict[int, _Expiry] = {}
         self._watermark: dict[int, float] = {}
         self._dirty_ids: dict[int, set[str]] = {}
         # ids with a record in the store (as of the last state_changes): an id that
@@ -124,7 +165,7 @@ class Deduplicator:
         seen = self._seen.get(partition)
         if seen is None:
             seen = self._seen[partition] = {}
-            self._heaps[partition] = []
+            self._expiry[partition] = _Expiry()
             self._dirty_ids[partition] = set()
         t0 = seen.get(event_id)
         if t0 is not None and ts - t0 <= self.window_s:
@@ -134,7 +175,7 @@ class Deduplicator:
         if wm - ts > self.window_s:  # already outside the window: nothing to remember
             return False
         seen[event_id] = ts
-        heapq.heappush(self._heaps[partition], (ts, event_id))
+        self._expiry[partition].push(ts, event_id)
         self._dirty_ids[partition].add(event_id)
         return False
 
@@ -162,14 +203,16 @@ class Deduplicator:
         """
         window = self.window_s
         wms = self._watermark
-        seen_of, heaps, dirty_of = self._seen, self._heaps, self._dirty_ids
+        seen_of, expiry, dirty_of = self._seen, self._expiry, self._dirty_ids
         dirty_wm = self._dirty_wm
         push, pop = heapq.heappush, heapq.heappop
         dups: list[int] = []
         p_cur = None
         wm = 0.0
         seen: dict[str, float] = {}
-        heap: list[tuple[float, str]] = []
+        fifo: deque[tuple[float, str]] = deque()
+        late: list[tuple[float, str]] = []
+        popleft = fifo.popleft
         dirty: set[str] = set()
         for i, (p, t, event_id) in enumerate(zip(partitions, ts, event_ids, strict=True)):
             if p != p_cur:
@@ -177,8 +220,10 @@ class Deduplicator:
                     wms[p_cur] = wm
                 p_cur = p
                 if p not in seen_of:
-                    seen_of[p], heaps[p], dirty_of[p] = {}, [], set()
-                seen, heap, dirty = seen_of[p], heaps[p], dirty_of[p]
+                    seen_of[p], expiry[p], dirty_of[p] = {}, _Expiry(), set()
+                seen, dirty = seen_of[p], dirty_of[p]
+                fifo, late = expiry[p].fifo, expiry[p].late
+                popleft = fifo.popleft
                 w = wms.get(p)
                 if w is None:
                     wms[p] = wm = t
@@ -190,8 +235,13 @@ class Deduplicator:
                 wm = t
                 dirty_wm.add(p)
                 horizon = wm - window
-                while heap and heap[0][0] < horizon:
-                    t0, old = pop(heap)
+                while fifo and fifo[0][0] < horizon:
+                    t0, old = popleft()
+                    if seen.get(old) == t0:
+                        del seen[old]
+                        dirty.add(old)
+                while late and late[0][0] < horizon:
+                    t0, old = pop(late)
                     if seen.get(old) == t0:
                         del seen[old]
                         dirty.add(old)
@@ -207,21 +257,22 @@ class Deduplicator:
             if wm - t > window:  # already outside the window: nothing to remember
                 continue
             seen[event_id] = t
-            push(heap, (t, event_id))
+            if not fifo or t >= fifo[-1][0]:
+                fifo.append((t, event_id))
+            else:
+                push(late, (t, event_id))
             dirty.add(event_id)
         if p_cur is not None:
             wms[p_cur] = wm
         return dups
 
     def _evict(self, partition: int, wm: float) -> None:
-        heap = self._heaps.get(partition)
-        if not heap:
+        exp = self._expiry.get(partition)
+        if not exp:
             return
-        horizon = wm - self.window_s
         seen = self._seen[partition]
         dirty = self._dirty_ids[partition]
-        while heap and heap[0][0] < horizon:
-            t0, event_id = heapq.heappop(heap)
+        for t0, event_id in exp.pop_below(wm - self.window_s):
             if seen.get(event_id) == t0:
                 del seen[event_id]
                 dirty.add(event_id)
@@ -229,7 +280,7 @@ class Deduplicator:
     def _forget(self, partition: int, event_id: str) -> None:
         del self._seen[partition][event_id]
         self._dirty_ids[partition].add(event_id)
-        # the heap entry becomes stale; _evict skips entries whose t0 no longer matches
+        # the expiry entry becomes stale; _evict skips entries whose t0 no longer matches
 
     # ------------------------------------------------------------------ inspection
     def __len__(self) -> int:
@@ -336,9 +387,7 @@ class Deduplicator:
                        "is this state directory from another version?")
                 raise StateError(msg) from exc
         self._seen = seen
-        self._heaps = {p: [(t0, i) for i, t0 in ids.items()] for p, ids in seen.items()}
-        for heap in self._heaps.values():
-            heapq.heapify(heap)
+        self._expiry = {p: _Expiry((t0, i) for i, t0 in ids.items()) for p, ids in seen.items()}
         self._watermark = wms
         self._dirty_ids = {p: set() for p in seen}
         self._stored = {p: set(ids) for p, ids in seen.items()}

@@ -81,7 +81,7 @@ def test_memory_stays_bounded_on_a_long_stream():
         d.check(ev(float(i), f"id{i}"), i % 4)
     # ids within 100 s of each partition's watermark: 101 per partition at most
     assert len(d) <= 4 * 26
-    assert all(len(h) <= 30 for h in d._heaps.values())
+    assert all(len(h) <= 30 for h in d._expiry.values())  # noqa: SLF001
 
 
 def test_state_keys_and_values_layout():
@@ -200,7 +200,7 @@ def test_check_many_equals_check_per_event(rows, window, cut):
     assert many.state_dict() == one.state_dict()
     assert many.state_changes() == one.state_changes()
     def heaps(d: Deduplicator) -> dict[int, list[tuple[float, str]]]:
-        return {p: h for p, h in d._heaps.items() if h}  # noqa: SLF001
+        return {p: h.entries() for p, h in d._expiry.items() if h}  # noqa: SLF001
 
     assert heaps(many) == heaps(one)  # same evictions still to come
 
