@@ -439,13 +439,23 @@ class OrderedMerge:
         return [items[i] for i in order.tolist()]
 
 
+FIRST_BATCH = 4_000
+"""Records in a catch-up's first batch (:class:`CatchUp`); each next one doubles, up to
+the ``--batch`` size. About 35 ms of fetching from a local broker, against ~0.4 s for a
+whole 50,000-record batch during which the engine would idle."""
+
+
 class CatchUp:
     """Turn the polled records of a bounded range into engine batches, in merge order.
 
     Feed it what the consumer returns (:meth:`feed`), take batches (:meth:`next_batch`)
-    until :attr:`done`. Records are ordered by :class:`OrderedMerge` and cut every
-    ``batch`` records, so the batches depend on the range's data alone, never on how
-    the consumer happened to chunk its fetches.
+    until :attr:`done`. Records are ordered by :class:`OrderedMerge` and cut into
+    batches of ``first``, ``2 * first``, ``4 * first``... records, then ``batch``
+    records each, so the batches depend on the range's data alone, never on how the
+    consumer happened to chunk its fetches. The ramp lets the engine start on the
+    first records while the rest are still being fetched, instead of idling until a
+    whole ``batch`` arrived (the end state does not depend on the cuts: see
+    :mod:`streamer.engine`).
 
     Parameters
     ----------
@@ -455,6 +465,9 @@ class CatchUp:
         Partition -> :class:`PartitionPlan`; partitions with nothing to do are closed.
     batch
         Records per batch (>= 1).
+    first
+        Size of the first batch (then doubling up to ``batch``); default
+        :data:`FIRST_BATCH`.
     keep_overflow
         Keep records at or past a partition's stop offset in :attr:`overflow` (the
         follow phase applies them next) instead of dropping them.
@@ -466,12 +479,13 @@ class CatchUp:
     """
 
     def __init__(self, topic: str, plan: dict[int, PartitionPlan], batch: int, *,
-                 keep_overflow: bool = False) -> None:
+                 keep_overflow: bool = False, first: int | None = None) -> None:
         from streamer.engine import RawMessage
 
         self._raw = RawMessage
         self.topic = topic
         self.batch = batch
+        self._size = max(1, min(batch, FIRST_BATCH if first is None else first))
         self.keep_overflow = keep_overflow
         self.stops = {p: pl.stop for p, pl in plan.items()}
         self.merge = OrderedMerge(p for p, pl in plan.items() if pl.todo)
@@ -557,10 +571,12 @@ class CatchUp:
         return closed, errors
 
     def next_batch(self) -> list[Any] | None:
-        """Return the next batch: ``batch`` records, or the rest once all arrived; else None."""
+        """Return the next batch (its size on the ramp, or the rest once all arrived), or None."""
         ready = self._ready
-        if len(ready) >= self.batch or (ready and self.merge.finished):
-            chunk = ready[:self.batch]
-            del ready[:self.batch]
+        size = self._size
+        if len(ready) >= size or (ready and self.merge.finished):
+            chunk = ready[:size]
+            del ready[:size]
+            self._size = min(self.batch, 2 * size)
             return chunk
         return None

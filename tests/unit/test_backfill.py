@@ -340,6 +340,20 @@ def test_catch_up_batches_depend_on_the_data_not_on_the_polls():
     assert flat == [(p, o + plan[p].start) for p, o in want]
 
 
+def test_catch_up_ramps_its_first_batches_up_and_keeps_the_order():
+    rng = np.random.default_rng(8)
+    logs = {p: [int(x) for x in np.cumsum(rng.integers(0, 4, size=60))] for p in range(3)}
+    plan = plan_offsets(logs, begin=dict.fromkeys(logs, 0), end=dict.fromkeys(logs, 60),
+                        stored={}, from_offsets=None, until_offsets=dict.fromkeys(logs))
+    starts = {p: pl.start for p, pl in plan.items()}
+    flat = list(itertools.chain.from_iterable(
+        _run(CatchUp("t", plan, 180), _polls(logs, starts, rng))))
+    for _ in range(5):
+        ramped = _run(CatchUp("t", plan, 40, first=3), _polls(logs, starts, rng))
+        assert [len(b) for b in ramped] == [3, 6, 12, 24, 40, 40, 40, 15]
+        assert list(itertools.chain.from_iterable(ramped)) == flat  # same order, other cuts
+
+
 def test_catch_up_keeps_records_past_the_stop_only_when_following():
     plan = {0: PartitionPlan(0, 0, 10, -1, 0, 3), 1: PartitionPlan(1, 0, 0, -1, 0, 0)}
     poll = [FakeMessage(0, o, o) for o in range(6)] + [FakeMessage(1, 0, 2)]
