@@ -109,10 +109,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 50_000
-"""Records per :meth:`Engine.process` call (``--batch``). Larger batches amortise the
-per-commit cost (changed vectors, learner state, one RocksDB write): wiki-cooc from
-Kafka on this 2-core machine, idle, ran at 46k events/s with 10k, 54k with 20k and
-59k with 50k. A crash redoes at most one batch."""
+"""Records per :meth:`Engine.process` call (``--batch``) once the catch-up's first batches
+have ramped up to it (:data:`streamer.backfill_plan.FIRST_BATCH`, doubling). Larger
+batches amortise the per-commit cost (changed vectors, learner state, one RocksDB
+write); on this 2-core machine wiki-cooc from Kafka ran at 46k events/s with 10k, 54k
+with 20k and 59k with 50k before the engine's batch hot path (measure with
+``benchmarks/replay.py --batch N``). A crash redoes at most one batch."""
 
 
 # --------------------------------------------------------------------------------------
