@@ -41,7 +41,8 @@ def _settings() -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        _fail(f"bad setting STREAMER_{where.upper().replace('.', '__')}: {first['msg']}")
+        text = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for ValueError
+        _fail(f"bad setting STREAMER_{where.upper().replace('.', '__')}: {text}")
     except SettingsError as exc:  # e.g. a list/dict setting that is not JSON
         cause = f" ({exc.__cause__})" if exc.__cause__ else ""
         _fail(f"bad setting: {exc}{cause}; list and mapping settings take JSON, e.g. "

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -121,6 +121,15 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     worker: WorkerSettings = WorkerSettings()
     bench: BenchSettings = BenchSettings()
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir_is_a_folder(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            msg = (f"{str(value)!r} exists and is not a directory; expected a directory "
+                   "(created if missing) for the RocksDB tables")
+            raise ValueError(msg)
+        return value
 
     def bench_for(self, spec_defaults: dict[str, object]) -> BenchSettings:
         """Return the type's declared bench defaults overridden by explicitly set fields.

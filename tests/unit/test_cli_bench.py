@@ -62,6 +62,10 @@ def test_check_exit_codes(tmp_path, recs, code, text):
     (["bench", "run", "demo-cooc", "--task", "metadata:wikipedia"], {}, "metadata"),
     (["worker", "--type", "demo-cooc"], {"STREAMER_BENCH__TASKS": "stability"},
      "list and mapping settings take JSON"),
+    (["backfill", "--type", "wiki-cooc", "--until", "latest"],
+     {"STREAMER_STATE_DIR": "/etc/passwd"}, "'/etc/passwd' exists and is not a directory"),
+    (["worker", "--type", "demo-cooc"], {"STREAMER_STATE_DIR": "/etc/passwd"},
+     "bad setting STREAMER_STATE_DIR: '/etc/passwd' exists"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, args, env_extra, text):
     if env_extra.pop("results", False):
