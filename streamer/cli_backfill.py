@@ -18,7 +18,8 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -29,6 +30,9 @@ from streamer.backfill import DEFAULT_BATCH
 
 INTERRUPTED = 130
 """Exit code of a bounded backfill stopped by a signal before it reached ``--until``."""
+
+STATUS_EVERY_S = 10.0
+"""Wall seconds between catch-up status lines when stderr is not a terminal."""
 
 err = Console(stderr=True)
 
@@ -91,6 +95,28 @@ class _Bar:
             self._task = None
 
 
+class _Lines:
+    """Catch-up progress as one status line every ``every_s`` wall seconds (no terminal).
+
+    For logs and CI, where a progress bar is not drawn. ``clock`` returns wall seconds
+    (injectable for tests).
+    """
+
+    def __init__(self, console: Console, every_s: float = STATUS_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.console, self.every_s, self.clock = console, every_s, clock
+        self._next = clock() + every_s
+
+    def update(self, p: Any) -> None:
+        if p.phase != "catch-up" or self.clock() < self._next:
+            return
+        self._next = self.clock() + self.every_s
+        share = f" ({p.applied / p.total:.0%})" if p.total else ""
+        self.console.print(f"catch-up: {p.applied:,} of {p.total:,} records applied{share}, "
+                           f"{p.events_per_s:,.0f} events/s, lag {p.lag:,}",
+                           highlight=False, soft_wrap=True)
+
+
 def backfill_cmd(
     type_ref: Annotated[str, typer.Option(
         "--type", metavar="NAME[.vN]", envvar="STREAMER_TYPE",
@@ -107,7 +133,8 @@ def backfill_cmd(
         envvar="STREAMER_BACKFILL_BATCH",
         help="Records per engine batch (one atomic commit each)")] = DEFAULT_BATCH,
     quiet: Annotated[bool, typer.Option(
-        "--quiet", help="No progress bar and no periodic status; summary lines only")] = False,
+        "--quiet", help="No progress bar and no periodic status; summary lines only (without "
+        "a terminal, the catch-up prints a status line every 10 s instead of a bar)")] = False,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print a final JSON summary on stdout")] = False,
 ) -> None:
@@ -141,10 +168,13 @@ def backfill_cmd(
     spec, note = resolve_target(type_ref)
     err.print(note, highlight=False, soft_wrap=True)
     bar = _Bar(err) if err.is_terminal and not quiet else None
+    lines = _Lines(err) if not err.is_terminal and not quiet else None
 
     def on_progress(p: Progress) -> None:
         if bar is not None:
             bar.update(p)
+        if lines is not None:
+            lines.update(p)
 
     def on_status(text: str) -> None:
         if quiet and text.startswith("following:"):

@@ -445,3 +445,32 @@ def test_the_collector_is_off_during_the_catch_up_and_restored_after():
         _collect()
         assert ref() is None      # swept between batches
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_catch_up_status_lines_without_a_terminal_every_interval():
+    import io
+
+    from rich.console import Console
+
+    from streamer.backfill import Progress
+    from streamer.cli_backfill import _Lines
+
+    now = [100.0]
+    out = io.StringIO()
+    lines = _Lines(Console(file=out, width=200), every_s=10.0, clock=lambda: now[0])
+
+    def progress(applied: int, phase: str = "catch-up") -> Progress:
+        return Progress(phase=phase, applied=applied, accepted=applied, rejected=0,  # type: ignore[arg-type]
+                        total=1000, lag=1000 - applied, elapsed_s=now[0] - 100.0)
+
+    lines.update(progress(10))  # before the first interval: nothing
+    now[0] = 110.0
+    lines.update(progress(400))
+    now[0] = 115.0
+    lines.update(progress(600))  # within the interval: nothing
+    now[0] = 121.0
+    lines.update(progress(900, "follow"))  # the follow phase has its own status lines
+    lines.update(progress(800))
+    got = out.getvalue().splitlines()
+    assert got == ["catch-up: 400 of 1,000 records applied (40%), 40 events/s, lag 600",
+                   "catch-up: 800 of 1,000 records applied (80%), 38 events/s, lag 200"]
