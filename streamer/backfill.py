@@ -95,6 +95,7 @@ from streamer.backfill_plan import (
     OrderedMerge,
     PartitionPlan,
     check_range,
+    gaps,
     parse_bound,
     plan_offsets,
 )
@@ -300,6 +301,12 @@ class BackfillSummary:
         table open, learner warm-up, offset requests).
     published
         Vectors sent to ``embeddings.<type>.v<n>``.
+    rejected_by_reason
+        This run's dead-lettered messages per reject reason (``not_json``, ...).
+    skipped
+        Partition -> records left out between the table's stored offset and this run's
+        start (a ``--from`` past where the table stopped, or records already deleted by
+        retention): the table has a gap there. Empty normally.
     complete
         True if the bounded range was fully applied.
     interrupted
@@ -322,6 +329,8 @@ class BackfillSummary:
     events_per_s: float = 0.0
     setup_s: float = 0.0
     published: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    skipped: dict[int, int] = field(default_factory=dict)
     complete: bool = False
     interrupted: bool = False
 
@@ -329,6 +338,7 @@ class BackfillSummary:
         """Return a JSON-able dict (partition keys as strings)."""
         d = asdict(self)
         d["partitions"] = {str(p): v for p, v in self.partitions.items()}
+        d["skipped"] = {str(p): n for p, n in self.skipped.items()}
         d["catch_up_s"] = round(self.catch_up_s, 3)
         d["setup_s"] = round(self.setup_s, 3)
         d["events_per_s"] = round(self.events_per_s, 1)
@@ -664,6 +674,16 @@ class Backfill:
         if idle:  # followed later: nothing to fetch for them during the catch-up
             self.consumer.pause(idle)
         s.setup_s = time.perf_counter() - self._t_setup
+        s.skipped = gaps(self.plan)
+        if s.skipped:
+            where = ", ".join(f"partition {p}: {n}" for p, n in s.skipped.items())
+            msg = (f"warning: {sum(s.skipped.values())} records between the table's stored "
+                   f"offsets and this run's start are left out ({where}): the table will "
+                   "have a gap; without --from a backfill resumes where the table stopped")
+            log.warning("backfill %s", msg)
+            if self.on_status is not None:
+                self.on_status(msg)
+        before = dict(self.engine.counters)
         ranges = ", ".join(f"{p}:{pl.start}..{pl.stop}" for p, pl in self.plan.items())
         self._status(f"catch-up: {self._total} records of {self.topic} [{ranges}) into "
                      f"{self.spec.name}.v{self.spec.version} (group {self.group})")
@@ -683,6 +703,10 @@ class Backfill:
             self.engine.publish = self.publisher
             self._follow()
         s.interrupted = self.stop.is_set()
+        s.rejected_by_reason = {
+            k.split(".", 1)[1]: n - before.get(k, 0) for k, n in sorted(
+                self.engine.counters.items()) if k.startswith("rejected.")
+            and n > before.get(k, 0)}
         return s
 
     def _catch_up(self, follow: bool) -> None:

@@ -63,6 +63,10 @@ class Bound:
         return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_MAX_MS = 253_402_300_800_000
+"""10000-01-01T00:00:00Z in epoch milliseconds: the first time :mod:`datetime` cannot show."""
+
+
 def parse_bound(text: str, *, option: Literal["--from", "--until"]) -> Bound:
     """Parse a ``--from`` or ``--until`` value.
 
@@ -87,7 +91,8 @@ def parse_bound(text: str, *, option: Literal["--from", "--until"]) -> Bound:
     Raises
     ------
     BadRequest
-        One line naming the value and the expected forms (before 1970, NaN, garbage).
+        One line naming the value and the expected forms (before 1970, from the year
+        10000 on, e.g. epoch milliseconds given as seconds, NaN, garbage).
 
     Examples
     --------
@@ -124,6 +129,12 @@ def parse_bound(text: str, *, option: Literal["--from", "--until"]) -> Bound:
     if ms is None or ms < 0 or ms >= 1 << 62:
         msg = f"{option} {text!r} is not a valid {'start' if option == '--from' else 'stop'}; " \
               f"expected '{keyword}', {_FORMS}, not before 1970"
+        raise BadRequest(msg)
+    if ms >= _MAX_MS:
+        hint = (" (epoch milliseconds? give seconds)" if _NUMBER_RE.match(s)
+                and ms // 1000 < _MAX_MS else "")
+        msg = (f"{option} {text!r} is after 9999-12-31{hint}; expected '{keyword}', {_FORMS}, "
+               "before the year 10000")
         raise BadRequest(msg)
     return Bound("time", ms)
 
@@ -172,6 +183,24 @@ class PartitionPlan:
     def todo(self) -> int:
         """Records left to apply in the bounded phase (0 if done)."""
         return max(0, self.stop - self.start)
+
+
+def gaps(plan: dict[int, PartitionPlan]) -> dict[int, int]:
+    """Return partition -> records between the table's stored offset and the plan's start.
+
+    Non-zero where the table has applied records (``stored >= 0``) and the start lies
+    further on (a ``--from`` past where the table stopped, or records deleted by
+    retention since): those records will never be in the table. Partitions without
+    a gap are left out.
+
+    Examples
+    --------
+    >>> gaps({0: PartitionPlan(0, 0, 90, 9, 40, 90), 1: PartitionPlan(1, 0, 90, 9, 10, 90),
+    ...       2: PartitionPlan(2, 0, 90, -1, 40, 90)})
+    {0: 30}
+    """
+    return {p: pl.start - pl.stored - 1 for p, pl in sorted(plan.items())
+            if pl.stored >= 0 and pl.start > pl.stored + 1}
 
 
 def plan_offsets(

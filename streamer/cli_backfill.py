@@ -192,8 +192,10 @@ def backfill_cmd(
         if bar is not None:
             bar.stop()
     secs = summary.catch_up_s
+    reasons = ", ".join(f"{r} {n}" for r, n in summary.rejected_by_reason.items())
     err.print(f"{spec.name}.v{spec.version}: {summary.applied} records applied "
-              f"({summary.accepted} accepted, {summary.rejected} rejected); catch-up "
+              f"({summary.accepted} accepted, {summary.rejected} rejected"
+              f"{f': {reasons}' if reasons else ''}); catch-up "
               f"{summary.catch_up_applied} in {secs:.1f} s ({summary.events_per_s:,.0f} "
               f"events/s){'; stopped by signal' if summary.interrupted else ''}",
               highlight=False, soft_wrap=True)

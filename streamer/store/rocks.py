@@ -216,14 +216,20 @@ class RocksFeatureTable(FeatureTable):
                 "or check the state directory and type version"
             )
             raise StateError(msg)
-        if self._secondary_path is not None:
-            self._secondary_path.mkdir(parents=True, exist_ok=True)
-            access = AccessType.secondary(str(self._secondary_path))
-        elif self._read_only:
-            access = AccessType.read_only(False)  # the writer may be live: its WAL exists
-        else:
-            path.mkdir(parents=True, exist_ok=True)
-            access = AccessType.read_write()
+        try:
+            if self._secondary_path is not None:
+                self._secondary_path.mkdir(parents=True, exist_ok=True)
+                access = AccessType.secondary(str(self._secondary_path))
+            elif self._read_only:
+                access = AccessType.read_only(False)  # the writer may be live: its WAL exists
+            else:
+                path.mkdir(parents=True, exist_ok=True)
+                access = AccessType.read_write()
+        except OSError as exc:  # a file in the way, a read-only or full file system
+            msg = (f"cannot create the feature table folder {exc.filename or path}: "
+                   f"{exc.strerror or exc}; expected a writable state directory "
+                   "(STREAMER_STATE_DIR)")
+            raise StateError(msg) from exc
         cfs = {name: self._cf_options(name) for name in COLUMN_FAMILIES}
         try:
             db = Rdict(str(path), self._db_options(), column_families=cfs, access_type=access)

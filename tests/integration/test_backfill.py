@@ -166,6 +166,9 @@ def test_backfill_ends_in_the_worker_table_bit_for_bit(cooc_backfill, wiki_unint
     assert s["applied"] == s["catch_up_applied"] == wiki_produced.total
     assert s["accepted"] == sum(wiki_produced.user_counts.values())
     assert s["rejected"] == len(wiki_produced.bad)
+    assert s["rejected_by_reason"] == dict(collections.Counter(
+        b.expected_reason for b in wiki_produced.bad))
+    assert s["skipped"] == {}
     assert s["events_per_s"] > 0
     for p, part in s["partitions"].items():
         assert part["start"] == 0 and part["applied_to"] == part["stop"] - 1 == part["end"] - 1, p
@@ -349,6 +352,21 @@ def test_from_and_until_times_pick_the_offsets_of_the_record_timestamps(kafka_bo
     users = collections.Counter(f"u:{k.decode()}" for k, _v, ts in wire
                                 if from_ms <= ts < until_ms)
     assert {k: v[2] for k, v in feats.items() if k.startswith("u:")} == users
+    assert s["skipped"] == {}
+
+    # a later --from on the same table leaves a gap: counted per partition and warned
+    later_ms = 1_388_793_600_000  # 2014-01-04T00:00:00Z
+    gap = collections.Counter(partition_for_key(k, 4) for k, _v, ts in wire
+                              if until_ms <= ts < later_ms)
+    assert sum(gap.values()) > 0
+    done = run_backfill("--type", COOC.name, "--from", "2014-01-04", "--until", "latest",
+                        "--json", bootstrap=kafka_bootstrap, prefix=prefix,
+                        state=tmp_path / "a")
+    assert done.returncode == 0, done.stderr[-3000:]
+    s = summary_of(done.stdout)
+    assert s["skipped"] == {str(p): n for p, n in sorted(gap.items()) if n}
+    assert f"warning: {sum(gap.values())} records between the table's stored offsets" \
+        in done.stderr
 
     # no record at or after --from: every partition starts (and stays) at its end
     done = run_backfill("--type", COOC.name, "--from", "2014-03-01", "--until", "latest",

@@ -68,6 +68,19 @@ def test_bad_times_are_one_line_errors_naming_value_and_forms(text):
     assert "ISO-8601" in msg and "epoch seconds" in msg
 
 
+@pytest.mark.parametrize(("text", "hint"), [("1389312000000", True), ("253402300800", True),
+                                            ("1000000000000000", False)])
+def test_times_past_the_year_9999_are_one_line_errors(text, hint):
+    for option in ("--from", "--until"):
+        with pytest.raises(BadRequest) as info:
+            parse_bound(text, option=option)  # type: ignore[arg-type]
+        msg = str(info.value)
+        assert "\n" not in msg and f"{option} {text!r} is after 9999-12-31" in msg
+        assert ("epoch milliseconds?" in msg) == hint
+        assert "epoch seconds" in msg
+    assert str(parse_bound("253402300799", option="--from")) == "9999-12-31T23:59:59.000Z"
+
+
 def test_a_plain_number_is_epoch_seconds_not_a_basic_iso_date():
     assert parse_bound("20140101", option="--from") == Bound("time", 20_140_101_000)
 

@@ -188,3 +188,13 @@ def test_new_table_records_its_codec_and_a_writer_without_one_keeps_it(tmp_path:
         with pytest.raises(BadRequest, match="i:a.*overflows float16"):
             t.commit({"i:a": _rec(1, 70000)}, {}, {})
         assert t.count() == 0
+
+
+def test_a_state_dir_in_the_way_is_a_one_line_state_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"not a folder")
+    with pytest.raises(StateError) as info:
+        RocksFeatureTable(blocker / "wiki-cooc.v2", dim=4)
+    msg = str(info.value)
+    assert "\n" not in msg and "cannot create the feature table folder" in msg
+    assert "Not a directory" in msg and "STREAMER_STATE_DIR" in msg
