@@ -758,22 +758,32 @@ class Backfill:
         return since
 
     def _publish_sweep(self) -> None:
-        """Publish every entity's stored vector once, then wait for the acks."""
+        """Publish every entity's stored vector once, then wait for the acks.
+
+        Values in the table's current format go out as stored (the bytes a replica
+        would get from the engine); any other (an older format) is decoded and encoded.
+        """
         if self.publisher is None:
             return
-        ids: list[str] = []
-        recs: list[Any] = []
+        from streamer.store.codec import current_frame_time, decode_entity, decode_record
+
+        dim, codec = self.engine.learner.dim, self.engine.table.codec
+        items: list[tuple[bytes, bytes, float]] = []
         n = 0
-        for entity, rec in self.engine.table.iter_features():
-            ids.append(entity)
-            recs.append(rec)
-            if len(ids) >= 10_000:
-                self.publisher(ids, recs)
-                n += len(ids)
-                ids, recs = [], []
-        if ids:
-            self.publisher(ids, recs)
-            n += len(ids)
+        for key, value in self.engine.table.iter_encoded_features():  # type: ignore[attr-defined]
+            ts = current_frame_time(value, dim, codec)
+            if ts is None:  # re-encode through the checked path (raises if corrupt)
+                self.publisher([decode_entity(key)], [decode_record(value, dim, key=key)])
+                n += 1
+                continue
+            items.append((key, value, ts))
+            if len(items) >= 10_000:
+                self.publisher.send_encoded(items)
+                n += len(items)
+                items = []
+        if items:
+            self.publisher.send_encoded(items)
+            n += len(items)
         self.producer.flush()
         self.summary.published += n
 

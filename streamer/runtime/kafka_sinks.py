@@ -303,6 +303,23 @@ class EmbeddingPublisher:
         self.sent += len(ids)
         self._pending = True
 
+    def send_encoded(self, items: list[tuple[bytes, bytes, float]]) -> None:
+        """Queue already encoded vectors: ``(entity key, value, updated_at)`` each.
+
+        ``value`` must be what :meth:`__call__` would send for that record (the table's
+        stored bytes in the type's codec, see
+        :func:`streamer.store.codec.current_frame_time`); ``updated_at`` is event
+        seconds (the record timestamp).
+        """
+        if not self._pending:
+            self._failed_mark = self._producer.failed
+        produce = self._producer.produce
+        topic = self.topic
+        for key, value, ts in items:
+            produce(topic, key, value, timestamp_ms=int(ts * 1000) if ts == ts else None)
+        self.sent += len(items)
+        self._pending = True
+
     def flush(self) -> None:
         """Block until every queued vector is acknowledged, however long the broker is away.
 

@@ -540,6 +540,24 @@ def entity_keys(ids: Sequence[EntityId]) -> list[bytes]:
     return [entity_key(i) for i in ids]
 
 
+def current_frame_time(value: bytes, dim: int, codec: Codec) -> float | None:
+    """Return ``updated_at`` (event s) of a value in today's format, else ``None``.
+
+    Today's format is what :func:`encode_record` writes for ``dim`` and ``codec``:
+    format version 2, that codec id, no flags, the length of that dim and a valid
+    checksum. Such bytes can be published as they are (:func:`decode_record` followed by
+    :func:`encode_record` gives the same bytes). ``None`` (a format-1 value, another
+    codec, a corrupt value) means: decode and re-encode it instead.
+    """
+    if len(value) != _HEADER_SIZE + quant.vector_nbytes(dim, codec) + _CRC_SIZE:
+        return None
+    version, code, flags, got_dim, updated_at, _count, _model = _HEADER.unpack_from(value)
+    if (version != FORMAT_VERSION or code != quant.CODEC_IDS[codec] or flags or got_dim != dim
+            or zlib.crc32(value) != _CRC_RESIDUE):
+        return None
+    return float(updated_at)
+
+
 def decode_entity(key: bytes) -> EntityId:
     """Decode a stored entity key (UTF-8).
 

@@ -417,6 +417,16 @@ class RocksFeatureTable(FeatureTable):
             out[codec.parse_offset_key(key)] = codec.decode_offset(value, key=key)
         return out
 
+    def iter_encoded_features(self) -> Iterator[tuple[bytes, bytes]]:
+        """Yield the stored ``(entity key, value)`` bytes in key order, undecoded.
+
+        For re-publishing a table as it is (``streamer backfill``'s sweep); see
+        :func:`streamer.store.codec.current_frame_time` to tell which values can go out
+        unchanged.
+        """
+        self._live_db()
+        yield from self._cf_features.items()
+
     def iter_features(self) -> Iterator[tuple[EntityId, FeatureRecord]]:
         """Yield ``(id, record)`` in key order, from a consistent view taken at the first step."""
         self._live_db()

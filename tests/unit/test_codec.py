@@ -403,3 +403,24 @@ def test_decode_records_falls_back_and_raises_for_the_bad_value():
         C.decode_records([good, good, bytes(bad)], 8, keys=[b"k0", b"k1", b"k2"])
     with pytest.raises(StateError, match="dim=8 but the table expects dim=4"):
         C.decode_records([good], 4)
+
+
+@pytest.mark.parametrize("name", CODECS)
+def test_current_frame_time_tells_which_values_go_out_as_stored(name) -> None:
+    rng = np.random.default_rng(3)
+    rec = FeatureRecord(rng.normal(size=6).astype(np.float32), 1234.5, 7, 3)
+    value = codec.encode_record(rec, name)
+    assert codec.current_frame_time(value, 6, name) == 1234.5
+    # today's bytes are a fixed point of decode -> encode: publishing them as stored is
+    # what the engine would publish
+    assert codec.encode_record(codec.decode_record(value, 6), name) == value
+    other = next(c for c in CODECS if c != name)
+    assert codec.current_frame_time(value, 6, other) is None  # another codec
+    assert codec.current_frame_time(value, 5, name) is None  # another dim
+    flipped = value[:-5] + bytes([value[-5] ^ 1]) + value[-4:]
+    assert codec.current_frame_time(flipped, 6, name) is None  # checksum fails
+    flagged = value[:2] + b"\x01\x00" + value[4:]
+    assert codec.current_frame_time(flagged, 6, name) is None
+    v1 = struct.pack("<BBHIdqi", 1, 1, 0, 6, 1.0, 1, 1) + rec.vector.astype("<f4").tobytes()
+    v1 += zlib.crc32(v1).to_bytes(4, "little")
+    assert codec.current_frame_time(v1, 6, "float32") is None  # format 1: re-encode
