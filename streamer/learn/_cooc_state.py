@@ -81,32 +81,46 @@ def encode_arrays(a: Any, ids: list[str], rows: list[int], pairs: list[int],
     Works on the arrays directly (no intermediate tables): this is the flush hot path.
     """
     out: dict[bytes, bytes | None] = {}
-    row_part, row_ent, row_slot = a.row_part, a.row_ent, a.row_slot
-    row_cnt, row_ts, row_mass, vecs = a.row_cnt, a.row_ts, a.row_mass, a.rows
-    win_len, win_e, win_ts, win_w = a.win_len, a.win_e, a.win_ts, a.win_w
-    pack_row, pack_part, pack_len = _ROW.pack, _PART.pack, _LEN.pack
-    for r in rows:
-        slot = int(row_slot[r])
-        head = pack_row(FORMAT, slot >= 0, int(row_cnt[r]), float(row_ts[r]), float(row_mass[r]))
-        chunks = [head, vecs[r].astype("<f4", copy=False).tobytes()]
-        if slot >= 0:
-            n = int(win_len[slot])
-            chunks.append(pack_len(n))
-            chunks.append(win_ts[slot, :n].astype("<f8", copy=False).tobytes())
-            chunks.append(win_w[slot, :n].astype("<f4", copy=False).tobytes())
-            for e in win_e[slot, :n].tolist():
-                b = ids[e].encode()
-                chunks.append(pack_len(len(b)) + b)
-        key = b"r" + pack_part(int(row_part[r])) + ids[int(row_ent[r])].encode()
-        out[key] = b"".join(chunks)
-    for q in pairs:
-        ur = int(a.pair_user_row[q])
-        ub = ids[int(row_ent[ur])].encode()
-        key = (b"a" + pack_part(int(row_part[ur])) + _KLEN.pack(len(ub)) + ub
-               + ids[int(a.pair_item_e[q])].encode())
-        out[key] = _DEC.pack(FORMAT, float(a.pair_val[q]), float(a.pair_ts[q]))
+    pack_row, pack_part, pack_len, pack_klen, pack_dec = (
+        _ROW.pack, _PART.pack, _LEN.pack, _KLEN.pack, _DEC.pack)
+    enc: dict[int, bytes] = {}  # entity index -> UTF-8 id, memoised for this call
+
+    def id_bytes(e: int) -> bytes:
+        b = enc.get(e)
+        if b is None:
+            b = enc[e] = ids[e].encode()
+        return b
+
+    if rows:
+        idx = np.asarray(rows, dtype=np.int64)
+        vecs = a.rows[idx].astype("<f4", copy=False)
+        win_len, win_e, win_ts, win_w = a.win_len, a.win_e, a.win_ts, a.win_w
+        for j, (slot, cnt, ts, mass, part, ent) in enumerate(zip(
+                a.row_slot[idx].tolist(), a.row_cnt[idx].tolist(), a.row_ts[idx].tolist(),
+                a.row_mass[idx].tolist(), a.row_part[idx].tolist(), a.row_ent[idx].tolist(),
+                strict=True)):
+            chunks = [pack_row(FORMAT, slot >= 0, cnt, ts, mass), vecs[j].tobytes()]
+            if slot >= 0:
+                n = int(win_len[slot])
+                chunks.append(pack_len(n))
+                chunks.append(win_ts[slot, :n].astype("<f8", copy=False).tobytes())
+                chunks.append(win_w[slot, :n].astype("<f4", copy=False).tobytes())
+                for e in win_e[slot, :n].tolist():
+                    b = id_bytes(e)
+                    chunks.append(pack_len(len(b)) + b)
+            out[b"r" + pack_part(part) + id_bytes(ent)] = b"".join(chunks)
+    if pairs:
+        idx = np.asarray(pairs, dtype=np.int64)
+        urow = a.pair_user_row[idx]
+        for part, uent, ient, val, ts in zip(
+                a.row_part[urow].tolist(), a.row_ent[urow].tolist(),
+                a.pair_item_e[idx].tolist(), a.pair_val[idx].tolist(),
+                a.pair_ts[idx].tolist(), strict=True):
+            ub = id_bytes(uent)
+            out[b"a" + pack_part(part) + pack_klen(len(ub)) + ub + id_bytes(ient)] = pack_dec(
+                FORMAT, val, ts)
     for k in parts:
-        out[b"n" + pack_part(int(a.part_id[k]))] = _DEC.pack(
+        out[b"n" + pack_part(int(a.part_id[k]))] = pack_dec(
             FORMAT, float(a.part_mass[k]), float(a.part_ts[k]))
     return out
 
