@@ -726,7 +726,10 @@ class Backfill:
                 continue
             if cu.done or self.stop.is_set():
                 break
-            msgs = consume(num_messages=max(1, min(fetch, cu.expected())), timeout=0.5)
+            # no more than the next batch needs: consume(n) waits for n records (or the
+            # timeout), and the first batches are small so the engine starts early
+            msgs = consume(num_messages=max(1, min(fetch, cu.expected(), cu.next_size)),
+                           timeout=0.5)
             if not msgs:
                 idle_since = self._idle(cu, idle_since)
                 continue

@@ -531,6 +531,11 @@ class CatchUp:
         """Return True while records of ``partition`` below its stop are still expected."""
         return self.merge.is_open(partition)
 
+    @property
+    def next_size(self) -> int:
+        """Size of the next batch on the ramp (``first``, doubling, up to ``batch``)."""
+        return self._size
+
     def expected(self) -> int:
         """Return the records below the stop offsets not received yet (open partitions).
 
