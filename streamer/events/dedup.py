@@ -58,13 +58,6 @@ class _Expiry:
         self.fifo: deque[tuple[float, str]] = deque(sorted(entries))
         self.late: list[tuple[float, str]] = []
 
-    def push(self, t0: float, event_id: str) -> None:
-        fifo = self.fifo
-        if not fifo or t0 >= fifo[-1][0]:
-            fifo.append((t0, event_id))
-        else:
-            heapq.heappush(self.late, (t0, event_id))
-
     def pop_below(self, horizon: float) -> list[tuple[float, str]]:
         """Remove and return every entry with ``t0 < horizon``."""
         out = []
@@ -153,39 +146,15 @@ class Deduplicator:
         bool
             True for a duplicate (drop it), False otherwise.
         """
-        ts = event.ts
-        wm = self._watermark.get(partition)
-        if wm is None or ts > wm:
-            self._watermark[partition] = wm = ts
-            self._dirty_wm.add(partition)
-            self._evict(partition, wm)
-        event_id = event.event_id
-        if event_id is None:
-            return False
-        seen = self._seen.get(partition)
-        if seen is None:
-            seen = self._seen[partition] = {}
-            self._expiry[partition] = _Expiry()
-            self._dirty_ids[partition] = set()
-        t0 = seen.get(event_id)
-        if t0 is not None and ts - t0 <= self.window_s:
-            return True
-        if t0 is not None:  # remembered but out of window: cannot happen with ts <= wm
-            self._forget(partition, event_id)
-        if wm - ts > self.window_s:  # already outside the window: nothing to remember
-            return False
-        seen[event_id] = ts
-        self._expiry[partition].push(ts, event_id)
-        self._dirty_ids[partition].add(event_id)
-        return False
+        return bool(self.check_many([partition], [event.ts], [event.event_id]))
 
     def check_many(self, partitions: Sequence[int], ts: Sequence[float],
                    event_ids: Sequence[str | None]) -> list[int]:
         """Check a batch of events in order; return the positions of the duplicates.
 
-        Exactly one :meth:`check` per event, in order (same verdicts, same state
-        afterwards), with the per-event work inlined: several times cheaper on a
-        Python loop of a whole batch.
+        The semantics are those of the module docstring, event by event in order;
+        :meth:`check` is the one-event case, so a batch gives the same verdicts and
+        the same state as its events checked one at a time.
 
         Parameters
         ----------
@@ -252,7 +221,7 @@ class Deduplicator:
                 if t - t0 <= window:
                     dups.append(i)
                     continue
-                del seen[event_id]  # as _forget (cannot happen when t <= wm)
+                del seen[event_id]  # remembered but out of window (not when t <= wm)
                 dirty.add(event_id)
             if wm - t > window:  # already outside the window: nothing to remember
                 continue
@@ -276,11 +245,6 @@ class Deduplicator:
             if seen.get(event_id) == t0:
                 del seen[event_id]
                 dirty.add(event_id)
-
-    def _forget(self, partition: int, event_id: str) -> None:
-        del self._seen[partition][event_id]
-        self._dirty_ids[partition].add(event_id)
-        # the expiry entry becomes stale; _evict skips entries whose t0 no longer matches
 
     # ------------------------------------------------------------------ inspection
     def __len__(self) -> int:
