@@ -90,6 +90,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from streamer.backfill_plan import (
+    FIRST_BATCH,
     Bound,
     CatchUp,
     OrderedMerge,
@@ -115,7 +116,9 @@ have ramped up to it (:data:`streamer.backfill_plan.FIRST_BATCH`, doubling). Lar
 batches amortise the per-commit cost (changed vectors, learner state, one RocksDB
 write); on this 2-core machine wiki-cooc from Kafka ran at 46k events/s with 10k, 54k
 with 20k and 59k with 50k before the engine's batch hot path (measure with
-``benchmarks/replay.py --batch N``). A crash redoes at most one batch."""
+``benchmarks/replay.py --batch N``). A crash redoes at most one batch. When the
+fetcher has queued nothing more and at least ``FIRST_BATCH`` records are ready, they
+are applied as a shorter batch instead of waiting for a whole one."""
 
 
 # --------------------------------------------------------------------------------------
@@ -717,6 +720,17 @@ class Backfill:
         idle_since: float | None = None
         while True:
             chunk = cu.next_batch()
+            if chunk is None and not (cu.done or self.stop.is_set()):
+                # the fetcher runs ahead in librdkafka's threads: take what it queued
+                # without waiting, and if it queued nothing, apply the records that are
+                # ready rather than idle until a whole batch arrives (cuts do not change
+                # the end state)
+                msgs = consume(num_messages=max(1, min(fetch, cu.expected(), cu.next_size)),
+                               timeout=0)
+                if msgs:
+                    self._feed(cu, msgs)
+                    continue
+                chunk = cu.next_batch(at_least=FIRST_BATCH)
             if chunk is not None:
                 self._apply(chunk, "catch-up")
                 del chunk
@@ -734,14 +748,18 @@ class Backfill:
                 idle_since = self._idle(cu, idle_since)
                 continue
             idle_since = None
-            if self._t0 is None:
-                self._t0 = time.perf_counter()
-            closed, errors = cu.feed(msgs)
-            for err in errors:
-                self._check_error(err)
-            if closed:  # stop prefetching past the stop offsets (follow resumes them)
-                self.consumer.pause([self._tp(p) for p in closed])
+            self._feed(cu, msgs)
         self._overflow = cu.overflow
+
+    def _feed(self, cu: CatchUp, msgs: list[Any]) -> None:
+        """Hand one poll's messages to ``cu``; pause partitions it closed; raise on errors."""
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+        closed, errors = cu.feed(msgs)
+        for err in errors:
+            self._check_error(err)
+        if closed:  # stop prefetching past the stop offsets (follow resumes them)
+            self.consumer.pause([self._tp(p) for p in closed])
 
     def _idle(self, cu: CatchUp, since: float | None) -> float:
         """Note a poll that gave nothing; warn once a minute about partitions still open.

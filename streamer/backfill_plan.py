@@ -480,10 +480,12 @@ class CatchUp:
     Feed it what the consumer returns (:meth:`feed`), take batches (:meth:`next_batch`)
     until :attr:`done`. Records are ordered by :class:`OrderedMerge` and cut into
     batches of ``first``, ``2 * first``, ``4 * first``... records, then ``batch``
-    records each, so the batches depend on the range's data alone, never on how the
+    records each; the order depends on the range's data alone, never on how the
     consumer happened to chunk its fetches. The ramp lets the engine start on the
     first records while the rest are still being fetched, instead of idling until a
-    whole ``batch`` arrived (the end state does not depend on the cuts: see
+    whole ``batch`` arrived. A caller that finds nothing more fetched yet may also take
+    the ready records as a shorter batch (``next_batch(at_least=...)``) rather than
+    wait; the cuts then depend on timing, the end state does not (see
     :mod:`streamer.engine`).
 
     Parameters
@@ -604,13 +606,23 @@ class CatchUp:
         self._ready.extend(merge.pop_ready())
         return closed, errors
 
-    def next_batch(self) -> list[Any] | None:
-        """Return the next batch (its size on the ramp, or the rest once all arrived), or None."""
+    def next_batch(self, at_least: int | None = None) -> list[Any] | None:
+        """Return the next batch, or None if it is not ready yet.
+
+        The batch has the size on the ramp, or is the rest once all records arrived.
+        With ``at_least``, a shorter batch of every ready record is returned too, when
+        there are ``at_least`` or more of them: the caller found nothing more to fetch
+        right now and would rather apply than wait (the ramp does not advance on it).
+        """
         ready = self._ready
         size = self._size
         if len(ready) >= size or (ready and self.merge.finished):
             chunk = ready[:size]
             del ready[:size]
             self._size = min(self.batch, 2 * size)
+            return chunk
+        if at_least is not None and ready and len(ready) >= at_least:
+            chunk = ready[:]
+            ready.clear()
             return chunk
         return None

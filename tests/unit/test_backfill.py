@@ -367,6 +367,38 @@ def test_catch_up_ramps_its_first_batches_up_and_keeps_the_order():
         assert list(itertools.chain.from_iterable(ramped)) == flat  # same order, other cuts
 
 
+def test_catch_up_hands_out_ready_records_early_on_request_in_the_same_order():
+    rng = np.random.default_rng(9)
+    logs = {p: [int(x) for x in np.cumsum(rng.integers(0, 4, size=60))] for p in range(3)}
+    plan = plan_offsets(logs, begin=dict.fromkeys(logs, 0), end=dict.fromkeys(logs, 60),
+                        stored={}, from_offsets=None, until_offsets=dict.fromkeys(logs))
+    starts = {p: pl.start for p, pl in plan.items()}
+    flat = list(itertools.chain.from_iterable(
+        _run(CatchUp("t", plan, 180), _polls(logs, starts, rng))))
+    early_seen = 0
+    for _ in range(10):
+        cu = CatchUp("t", plan, 40, first=5)
+        batches, sizes = [], []
+        for poll in _polls(logs, starts, rng):
+            cu.feed(poll)
+            while (chunk := cu.next_batch()) is not None:
+                batches.append(chunk)
+            size = cu.next_size
+            if rng.random() < 0.5 and (chunk := cu.next_batch(at_least=4)) is not None:
+                assert 4 <= len(chunk) < size and cu.next_size == size  # ramp unchanged
+                batches.append(chunk)
+                early_seen += 1
+            sizes.append(cu.next_size)
+        while (chunk := cu.next_batch()) is not None:
+            batches.append(chunk)
+        assert cu.done
+        assert [(m.partition, m.offset) for b in batches for m in b] == flat
+        assert sizes == sorted(sizes) and max(sizes) == 40
+    assert early_seen > 0
+    empty = CatchUp("t", plan, 40, first=5)
+    assert empty.next_batch(at_least=1) is None  # nothing ready: nothing handed out
+
+
 def test_catch_up_keeps_records_past_the_stop_only_when_following():
     plan = {0: PartitionPlan(0, 0, 10, -1, 0, 3), 1: PartitionPlan(1, 0, 0, -1, 0, 0)}
     poll = [FakeMessage(0, o, o) for o in range(6)] + [FakeMessage(1, 0, 2)]
