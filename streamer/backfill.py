@@ -304,6 +304,9 @@ class BackfillSummary:
         table open, learner warm-up, offset requests).
     published
         Vectors sent to ``embeddings.<type>.v<n>``.
+    decoder
+        ``"native"`` if events were decoded by the ``streamer_native`` extension,
+        ``"python"`` otherwise (``STREAMER_NATIVE=0``, or not installed).
     rejected_by_reason
         This run's dead-lettered messages per reject reason (``not_json``, ...).
     skipped
@@ -332,6 +335,7 @@ class BackfillSummary:
     events_per_s: float = 0.0
     setup_s: float = 0.0
     published: int = 0
+    decoder: str = "python"
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     skipped: dict[int, int] = field(default_factory=dict)
     complete: bool = False
@@ -688,8 +692,10 @@ class Backfill:
                 self.on_status(msg)
         before = dict(self.engine.counters)
         ranges = ", ".join(f"{p}:{pl.start}..{pl.stop}" for p, pl in self.plan.items())
+        s.decoder = "native" if self.engine.decoder.native else "python"
         self._status(f"catch-up: {self._total} records of {self.topic} [{ranges}) into "
-                     f"{self.spec.name}.v{self.spec.version} (group {self.group})")
+                     f"{self.spec.name}.v{self.spec.version} (group {self.group}, "
+                     f"{s.decoder} decoder)")
         with _gc_between_batches():
             self._catch_up(follow)
         if not self.stop.is_set():

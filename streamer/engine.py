@@ -703,6 +703,8 @@ class Engine:
             "rejected_by_reason": dict(sorted(rejected.items())),
             "offsets": {f"{t}[{p}]": o for (t, p), o in sorted(self._offsets.items())},
             "entities": self.table.count(),
+            # "native" when batches are decoded by the streamer_native extension
+            "decoder": "native" if self.decoder.native else "python",
             "init_from": None if self._init_from is None else self._init_from.to_json(),
             # algorithm counters when the learner has them (sgns: vocabulary size,
             # evicted and dropped ids, noise table, learning rate)

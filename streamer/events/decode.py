@@ -18,9 +18,11 @@ import base64
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Final, Literal, get_args
 
 import numpy as np
@@ -49,6 +51,26 @@ except ImportError:  # pragma: no cover - orjson is a declared dependency
     _orjson = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
+
+
+def _load_native() -> Any:
+    """Return the ``streamer_native`` module, or ``None`` if absent or disabled.
+
+    ``streamer_native`` (``native/`` in the repository, Rust) decodes batches in native
+    code; ``STREAMER_NATIVE=0`` in the environment turns it off.
+    """
+    if os.environ.get("STREAMER_NATIVE", "1").strip() == "0":
+        return None
+    try:
+        import streamer_native
+    except ImportError:
+        return None
+    return streamer_native
+
+
+_NATIVE = _load_native()
+NATIVE_AVAILABLE: Final[bool] = _NATIVE is not None
+"""True if batches are decoded by ``streamer_native`` (installed and not disabled)."""
 
 RejectReason = Literal[
     "not_utf8",            # value bytes are not UTF-8
@@ -252,11 +274,17 @@ class Decoder:
         learners' float32 arithmetic finite and non-zero.
     clock
         Wall-clock source for the far-future rule; the only wall-time input.
+    native
+        Decode batches (:meth:`decode_columns`) with the ``streamer_native`` extension:
+        ``None`` (default) if it is installed and ``STREAMER_NATIVE`` is not ``0``,
+        ``True`` to require it, ``False`` for the pure-Python path. The verdicts,
+        values and counters are the same either way.
 
     Raises
     ------
     ConfigError
-        If a multiplier is not finite and > 0, or a bound is not finite.
+        If a multiplier is not finite and > 0, or a bound is not finite, or
+        ``native=True`` without the extension.
 
     Notes
     -----
@@ -290,6 +318,7 @@ class Decoder:
         min_weight: float = MIN_WEIGHT,
         max_weight: float = MAX_WEIGHT,
         clock: Clock,
+        native: bool | None = None,
     ) -> None:
         self.actions = dict(_check_actions(actions))
         self.max_future_s = _check_finite("max_future_s", max_future_s, lo=0.0)
@@ -305,6 +334,17 @@ class Decoder:
         self._lo_ts = -sys.float_info.max if self.min_ts_s is None else self.min_ts_s
         self._accepted = 0
         self._rejected: dict[str, int] = {}
+        if native and _NATIVE is None:
+            msg = ("native decoding requested but streamer_native is not installed (or "
+                   "STREAMER_NATIVE=0); expected: pip install ./native (needs Rust)")
+            raise ConfigError(msg)
+        self._native = _NATIVE if native is not False else None
+        self._native_actions = None if self._wildcard else list(self.actions)
+
+    @property
+    def native(self) -> bool:
+        """True if :meth:`decode_columns` runs in native code (``streamer_native``)."""
+        return self._native is not None
 
     # ------------------------------------------------------------------ public API
     def decode(
@@ -349,8 +389,10 @@ class Decoder:
         message in order; only the cost differs. A message in the common shape (a JSON
         object with string ids, a configured action, float ``ts`` and ``weight``, an
         integer ``schema_version`` and a string ``event_id``, all within bounds) is
-        accepted inline, without building an :class:`EngagementEvent`; every other
-        message goes through :meth:`decode`, which finds the exact reason. The
+        accepted inline, without building an :class:`EngagementEvent` (in native code,
+        by ``streamer_native``, if :attr:`native`; it also takes integer ``ts`` and
+        ``weight``); every other message goes through :meth:`decode`, which finds the
+        exact reason. The
         far-future bound of the inline check uses the wall clock read once, at the
         start of the batch: a message it does not accept is decided by :meth:`decode`
         with a fresh reading, so with a clock that never goes back the verdicts are the
@@ -368,6 +410,8 @@ class Decoder:
             The accepted events as columns (with their positions in ``messages``) and
             the rejects (with theirs), both in input order.
         """
+        if self._native is not None:
+            return self._decode_columns_native(messages)
         rows: list[tuple[Any, ...]] = []
         add = rows.append
         rejects: list[tuple[int, Rejected]] = []
@@ -416,6 +460,37 @@ class Decoder:
         self._accepted += fast
         out = DecodedColumns(rejects=rejects)
         if rows:
+            (out.index, out.user_ids, out.item_ids, out.actions, out.ts, out.weights,
+             out.schema_versions, out.event_ids) = map(list, zip(*rows, strict=True))
+        return out
+
+    def _decode_columns_native(self, messages: Sequence[Any]) -> DecodedColumns:
+        """:meth:`decode_columns` with the common shape accepted by ``streamer_native``.
+
+        The extension accepts what the Python loop accepts inline (plus integer ``ts``
+        and ``weight``, which :meth:`decode` turns into the same floats) and lists every
+        other message, which :meth:`decode` then decides.
+        """
+        hi = self.clock.now_s() + self.max_future_s
+        (index, users, items, actions, ts, weights, versions, eids, others
+         ) = self._native.decode_events(  # type: ignore[union-attr]
+            [m.value for m in messages], self._native_actions, self._lo_ts, hi,
+            self.min_weight, self.max_weight, MAX_ID_CHARS, MAX_EVENT_ID_CHARS,
+            SCHEMA_VERSION)
+        self._accepted += len(index)
+        out = DecodedColumns(index, users, items, actions, ts, weights, versions, eids)
+        extra: list[tuple[Any, ...]] = []
+        for i in others:
+            m = messages[i]
+            r = self.decode(m.value, topic=m.topic, partition=m.partition, offset=m.offset)
+            if type(r) is Rejected:
+                out.rejects.append((i, r))
+            else:
+                extra.append((i, r.user_id, r.item_id, r.action, r.ts,  # type: ignore[union-attr]
+                              r.weight, r.schema_version, r.event_id))  # type: ignore[union-attr]
+        if extra:  # accepted by decode() alone (an ISO ts...): merge in input order
+            rows = sorted([*zip(index, users, items, actions, ts, weights, versions, eids,
+                                strict=True), *extra], key=itemgetter(0))
             (out.index, out.user_ids, out.item_ids, out.actions, out.ts, out.weights,
              out.schema_versions, out.event_ids) = map(list, zip(*rows, strict=True))
         return out

@@ -195,6 +195,9 @@ def test_backfill_dead_letters_publishes_and_commits_its_position(
     # each entity's final vector published once at the end of the catch-up
     feats = cooc_backfill["features"]
     assert cooc_backfill["summary"]["published"] == len(feats)
+    # the CI builds native/: the stream above went through the native decoder, and the
+    # table equals the faust worker's (another test), so both decoders agree end to end
+    assert cooc_backfill["summary"]["decoder"] == "native"
     latest: dict[str, bytes] = {}
     for rec in consume_all(kafka_bootstrap, f"{prefix}{COOC.output_topic}", timeout_s=60):
         latest[rec.key.decode()] = rec.value

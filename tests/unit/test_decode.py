@@ -432,8 +432,9 @@ def _per_message(raws, d):
     return events, rejects
 
 
-def _assert_columns_match(raws, **kw):
-    d1, d2 = dec(**kw), dec(**kw)
+def _assert_columns_match(raws, native=False, **kw):
+    d1, d2 = dec(**kw), dec(native=native, **kw)
+    assert d2.native is native
     events, rejects = _per_message(raws, d1)
     cols = d2.decode_columns(_msgs(raws))
     assert cols.index == [i for i, _ in events]
@@ -444,9 +445,12 @@ def _assert_columns_match(raws, **kw):
     return cols
 
 
+# native=True needs the streamer_native extension (pip install ./native; .ci/run and
+# scripts/quickstart build it): without it these tests fail, they never skip
+@pytest.mark.parametrize("native", [False, True], ids=["python", "native"])
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), n=st.integers(0, 12))
-def test_decode_columns_gives_the_verdicts_of_decode(data, n):
+def test_decode_columns_gives_the_verdicts_of_decode(native, data, n):
     raws = []
     for _ in range(n):
         keys = data.draw(st.sets(st.sampled_from(sorted(FIELD_VALUES))), label="keys")
@@ -460,11 +464,12 @@ def test_decode_columns_gives_the_verdicts_of_decode(data, n):
             raws.append(data.draw(st.binary(max_size=60), label="raw"))
         else:
             raws.append(None)
-    _assert_columns_match(raws)
-    _assert_columns_match(raws, actions={"click": 2.0, "*": 0.5})
+    _assert_columns_match(raws, native)
+    _assert_columns_match(raws, native, actions={"click": 2.0, "*": 0.5})
 
 
-def test_decode_columns_on_the_bad_message_catalogue_and_mixed_stream():
+@pytest.mark.parametrize("native", [False, True], ids=["python", "native"])
+def test_decode_columns_on_the_bad_message_catalogue_and_mixed_stream(native):
     originals = synthetic_events(50, seed=4, now_s=NOW)
     bad = bad_messages(400, seed=4, now_s=NOW, originals=originals)
     raws = [to_wire(e) for e in originals] + [m.value for m in bad]
@@ -473,20 +478,127 @@ def test_decode_columns_on_the_bad_message_catalogue_and_mixed_stream():
              doc(schema_version=True), doc(ts=NOW + 86_400.0), doc(ts=NOW + 86_400.5)]
     rng = np.random.default_rng(4)
     raws = [raws[i] for i in rng.permutation(len(raws))]
-    cols = _assert_columns_match(raws)
+    cols = _assert_columns_match(raws, native)
     reasons = {r.reason for _, r in cols.rejects}
     assert reasons >= set(REJECT_REASONS) - {"duplicate", "internal"}
     assert len(cols) >= 55
 
 
-def test_decode_columns_reads_the_clock_once_for_its_fast_path():
+@pytest.mark.parametrize("native", [False, True], ids=["python", "native"])
+def test_decode_columns_reads_the_clock_once_for_its_fast_path(native):
     clock = ManualClock(NOW)
-    d = Decoder(clock=clock)
+    d = Decoder(clock=clock, native=native)
     calls = []
     real = clock.now_s
     clock.now_s = lambda: calls.append(1) or real()  # type: ignore[method-assign]
     cols = d.decode_columns(_msgs([doc(event_id=f"e{i}") for i in range(50)]))
     assert len(cols) == 50 and len(calls) == 1
+
+
+# JSON texts the native parser (serde_json) and orjson + the Python checks could read
+# differently: escapes, non-BMP text, lone surrogates, repeated keys, number spellings,
+# huge numbers, deep nesting, stray bytes around the object, non-bytes values
+_RAW_EDGE_CASES = [
+    b'{"user_id":"u\\u00e9\\n\\"x","item_id":"i","action":"click","ts":1388534400.0}',
+    '{"user_id":"\U0001f600\u00e9","item_id":"\u4e2d","action":"click","ts":1388534400.5}'
+    .encode(),
+    b'{"user_id":"\\ud83d\\ude00","item_id":"i","action":"click","ts":1388534400.0}',
+    b'{"user_id":"\\ud800","item_id":"i","action":"click","ts":1388534400.0}',
+    b'{"user_id":"\\udc00x","item_id":"i","action":"click","ts":1388534400.0}',
+    b'{"user_id":"a","user_id":"b","item_id":"i","action":"click","ts":1388534400.0}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0,"ts":1.5e9}',
+    b'{"user\\u005fid":"a","item_id":"i","action":"click","ts":1388534400.0}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":1.3885344E9,"weight":2}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":13885344e2,"weight":-0}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0,"weight":-0.0}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0,"weight":1e400}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":1e400}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":100000000000000000000000}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0,'
+    b'"weight":100000000000000000000}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0,'
+    b'"schema_version":18446744073709551617}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0,"schema_version":1.0}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0,"schema_version":true}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0,"event_id":null}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0,"event_id":""}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":NaN}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":Infinity,"weight":1}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0,"x":'
+    + b"[" * 200 + b"]" * 200 + b"}",
+    b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0,"x":'
+    + b"[" * 2000 + b"]" * 2000 + b"}",
+    b'  \t\r\n{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0}\n ',
+    b'\xef\xbb\xbf{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0} x',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0},{}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0,}',
+    b'{"user_id":"\xff","item_id":"i","action":"click","ts":1388534400.0}',
+    b'{"user_id":"a","item_id":"i","action":"cl\\u0069ck","ts":1388534400.0}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":"2014-01-01T00:00:00Z"}',
+    b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0,"weight":"2"}',
+    b'[{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0}]',
+    b"null", b"", b"{}",
+    ("{" + '"user_id":"' + "\u00e9" * 256 + '","item_id":"i","action":"click",'
+     '"ts":1388534400.0}').encode(),
+    ("{" + '"user_id":"' + "\u00e9" * 257 + '","item_id":"i","action":"click",'
+     '"ts":1388534400.0}').encode(),
+    None,
+    bytearray(b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0}'),
+    memoryview(b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0}'),
+    "not bytes",
+]
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["python", "native"])
+def test_decode_columns_on_json_edge_cases(native):
+    cols = _assert_columns_match(_RAW_EDGE_CASES, native)
+    cols = _assert_columns_match(_RAW_EDGE_CASES, native, actions={"*": 1.0})
+    assert 10 <= len(cols) < len(_RAW_EDGE_CASES)
+
+
+def _number_spellings(x: float, rng) -> list[str]:
+    """Decimal spellings of about ``x``: shortest, 17 and 25 digits, exponents, integers."""
+    digits = "".join(rng.choice(list("0123456789"), size=int(rng.integers(1, 30))))
+    return [repr(x), f"{x:.17g}", f"{x:.25e}", f"{x:.3E}", f"{x:.0f}", str(int(x)),
+            f"{int(x)}.{digits}", f"{int(x)}{digits[:3]}e-{len(digits[:3])}"]
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["python", "native"])
+def test_decode_columns_parses_numbers_bit_for_bit(native):
+    # floats near rounding boundaries must round as orjson rounds them (correctly)
+    rng = np.random.default_rng(11)
+    raws = []
+    for x in rng.uniform(DEFAULT_MIN_TS_S, NOW, 150):
+        w = float(rng.uniform(1e-6, 1e6))
+        for t_text, w_text in zip(_number_spellings(float(x), rng),
+                                  _number_spellings(w, rng), strict=True):
+            raws.append(b'{"user_id":"a","item_id":"i","action":"click","ts":'
+                        + t_text.encode() + b',"weight":' + w_text.encode() + b"}")
+    cols = _assert_columns_match(raws, native)
+    assert len(cols) == len(raws)
+    assert [t.hex() for t in cols.ts] == [float(json.loads(r)["ts"]).hex() for r in raws]
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["python", "native"])
+def test_decode_columns_merges_events_only_decode_accepts_in_input_order(native):
+    raws = [doc(ts="2014-01-01T00:00:00Z"), doc(user_id="a"), doc(user_id="b", weight=True),
+            doc(user_id="c", ts="2014-01-02T00:00:00Z"), doc(user_id="d")]
+    cols = _assert_columns_match(raws, native)
+    assert cols.index == [0, 1, 3, 4]
+    assert cols.user_ids == ["u1", "a", "c", "d"]
+
+
+def test_native_decoder_is_required_on_request_and_refused_without_the_extension(monkeypatch):
+    import streamer.events.decode as decode_mod
+
+    assert dec(native=True).native and not dec(native=False).native
+    assert dec().native == decode_mod.NATIVE_AVAILABLE
+    monkeypatch.setattr(decode_mod, "_NATIVE", None)
+    with pytest.raises(ConfigError, match="pip install ./native"):
+        dec(native=True)
+    assert not dec().native
 
 
 def test_columns_to_batch_equals_to_batch_bit_for_bit():

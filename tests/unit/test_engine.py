@@ -82,6 +82,9 @@ def test_bad_messages_go_to_dead_letters_and_good_ones_are_applied(tmp_path):
     m = eng.metrics()
     assert m["accepted"] == 600 - n_trunc - n_dup
     assert m["rejected_by_reason"] == {"duplicate": n_dup, "not_json": n_trunc}
+    from streamer.events.decode import NATIVE_AVAILABLE
+
+    assert m["decoder"] == ("native" if NATIVE_AVAILABLE else "python")
     # per-user counts in the table equal the number of accepted events of that user
     want: dict[str, int] = {}
     for i, msg in enumerate(msgs):
@@ -137,3 +140,33 @@ def test_a_table_of_other_params_is_refused(tmp_path):
                          params={"dim": 16, "half_life_s": 60.0, "seed": 3})
     with pytest.raises(StateError, match="t-cooc"):
         _open(tmp_path, MemoryDeadLetters(), other)
+
+
+def test_native_and_python_decoders_give_the_same_table(tmp_path):
+    from streamer.events.decode import Decoder
+
+    msgs = _stream(900, seed=5)
+    extra = [b'{"user_id": "3", "item_id": "4", "action": "click", "ts": "x"}']  # bad_ts
+    extra += [b'{"user_id": "3", "item_id": "%d", "action": "click", "ts": %d}'
+              % (i, int(NOW) - 500 + i) for i in range(4)]  # integer ts: decode()'s floats
+    extra += [b'{"user_id": "3", "item_id": "9", "action": "click", '
+              b'"ts": "2023-11-14T22:00:00Z"}']  # an ISO ts: only decode() takes it
+    msgs += [RawMessage(v, "eng", 3, 1000 + i) for i, v in enumerate(extra)]
+    states, letters = [], []
+    for native in (True, False):
+        dead = MemoryDeadLetters()
+        eng = _open(tmp_path / str(native), dead)
+        eng.decoder = Decoder(actions=SPEC.action_weights, clock=ManualClock(NOW),
+                              native=native)
+        for s in range(0, len(msgs), 128):
+            eng.process(msgs[s:s + 128])
+        assert eng.metrics()["decoder"] == ("native" if native else "python")
+        eng.close()
+        t = RocksFeatureTable(tmp_path / str(native) / SPEC.state_dirname, dim=16,
+                              read_only=True)
+        states.append((dict(t.iter_encoded_features()), dict(t.iter_state()), t.offsets()))
+        t.close()
+        letters.append([(r.reason, r.detail, r.partition, r.offset, r.raw) for r in dead])
+    assert states[0] == states[1] and letters[0] == letters[1]
+    assert {r[0] for r in letters[0]} == {"not_json", "duplicate", "bad_ts"}
+    assert len(states[0][0]) > 50
