@@ -61,7 +61,9 @@ def raw_consume_rate(bootstrap: str, topic: str, total: int, fetch: int) -> floa
         c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
         n, nbytes, t0 = 0, 0, None
         while n < total:
-            msgs = c.consume(num_messages=fetch, timeout=1.0)
+            # never more than remain: consume(n) waits for n records or the timeout (the
+            # backfill asks the same way)
+            msgs = c.consume(num_messages=min(fetch, total - n), timeout=1.0)
             if msgs and t0 is None:
                 t0 = time.perf_counter()
             for m in msgs:
