@@ -6,7 +6,7 @@ import struct
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from streamer.errors import ConfigError, StateError
@@ -246,3 +246,67 @@ def test_an_id_that_comes_and_goes_between_two_flushes_writes_nothing():
     d.check(ev(20.0, None), 0)  # evicts both
     assert d.state_changes() == {b"dedup/0/e/kept": None,
                                  b"dedup/0/w": struct.pack(">d", 20.0)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches=st.lists(st.lists(st.tuples(
+    st.integers(0, 2), st.floats(0.0, 60.0),
+    st.none() | st.integers(0, 400).map(lambda i: f"e{i}")), max_size=40), max_size=6),
+       window=st.sampled_from([0.0, 3.0, 10.0, 25.0]), reload_at=st.integers(0, 6))
+def test_vectorised_batches_equal_the_event_by_event_loop(batches, window, reload_at):
+    # the vectorised path is forced for every batch (it needs 64 events otherwise); it
+    # declines batches that may hold a duplicate, which then take the loop
+    import unittest.mock
+
+    import streamer.events.dedup as dedup_mod
+
+    one, many = Deduplicator(window_s=window), Deduplicator(window_s=window)
+    store_one: dict[bytes, bytes] = {}
+    store_many: dict[bytes, bytes] = {}
+    fast = 0
+    for b, rows in enumerate(batches):
+        if b == reload_at:  # a restart of the batched one from its store
+            many = Deduplicator(window_s=window)
+            many.load_state_records(store_many.items())
+        verdicts = [one.check(ev(t, e), p) for p, t, e in rows]
+        with unittest.mock.patch.object(dedup_mod, "_FAST_MIN", 1):
+            before = many.state_dict()
+            took = bool(rows) and many._check_new_ids(  # noqa: SLF001
+                [p for p, _, _ in rows], [t for _, t, _ in rows], [e for _, _, e in rows])
+            if not took:
+                assert many.state_dict() == before  # declined: nothing changed
+                got = many.check_many([p for p, _, _ in rows], [t for _, t, _ in rows],
+                                      [e for _, _, e in rows])
+            else:
+                got = []
+                fast += 1
+        assert got == [i for i, v in enumerate(verdicts) if v]
+        assert many.state_dict() == one.state_dict()
+        for d, store in ((one, store_one), (many, store_many)):
+            for key, value in d.state_changes().items():
+                if value is None:
+                    assert key in store, "a delete of a key that was never written"
+                    del store[key]
+                else:
+                    store[key] = value
+            assert store == _full_records(d)
+        assert {p: h.entries() for p, h in many._expiry.items() if h} == \
+            {p: h.entries() for p, h in one._expiry.items() if h}  # noqa: SLF001
+    event(f"vectorised batches: {min(fast, 3)}")
+
+
+def test_check_many_takes_the_vectorised_path_on_a_large_batch_of_new_ids():
+    rng = np.random.default_rng(3)
+    n = 5_000
+    parts = rng.integers(0, 4, n).tolist()
+    ts = (np.cumsum(rng.exponential(1.0, n)) - rng.uniform(0, 30, n)).tolist()
+    ids = [None if i % 7 == 0 else f"e{i}" for i in range(n)]
+    a, b = Deduplicator(40.0), Deduplicator(40.0)
+    assert a._check_new_ids(parts, ts, ids)  # noqa: SLF001 - the batch qualifies
+    assert b.check_many(parts[:1], ts[:1], ids[:1]) == []  # one event: the loop
+    b2 = Deduplicator(40.0)
+    assert [b2.check(ev(t, e), p) for p, t, e in zip(parts, ts, ids, strict=True)] == [False] * n
+    assert a.state_dict() == b2.state_dict() and a.state_changes() == b2.state_changes()
+    # a repeat makes the batch decline the vectorised path and take the loop
+    again = ids[:100] + ids[:10]
+    assert not a._check_new_ids(parts[:110], ts[:110], again)  # noqa: SLF001
