@@ -90,7 +90,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from streamer.backfill_plan import (
-    FIRST_BATCH,
+    EARLY_BATCH,
     Bound,
     CatchUp,
     OrderedMerge,
@@ -111,14 +111,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 50_000
-"""Records per :meth:`Engine.process` call (``--batch``) once the catch-up's first batches
-have ramped up to it (:data:`streamer.backfill_plan.FIRST_BATCH`, doubling). Larger
-batches amortise the per-commit cost (changed vectors, learner state, one RocksDB
-write); on this 2-core machine wiki-cooc from Kafka ran at 46k events/s with 10k, 54k
-with 20k and 59k with 50k before the engine's batch hot path (measure with
-``benchmarks/replay.py --batch N``). A crash redoes at most one batch. When the
-fetcher has queued nothing more and at least ``FIRST_BATCH`` records are ready, they
-are applied as a shorter batch instead of waiting for a whole one."""
+"""Records per :meth:`Engine.process` call (``--batch``). Larger batches amortise the
+per-commit cost (changed vectors, learner state, one RocksDB write); on this 2-core
+machine wiki-cooc from Kafka ran at 46k events/s with 10k, 54k with 20k and 59k with
+50k before the engine's batch hot path (measure with ``benchmarks/replay.py --batch
+N``). A crash redoes at most one batch. When the fetcher has queued nothing more and
+at least :data:`~streamer.backfill_plan.EARLY_BATCH` records are ready, they are
+applied as a shorter batch instead of waiting for a whole one."""
 
 
 # --------------------------------------------------------------------------------------
@@ -731,12 +730,11 @@ class Backfill:
                 # without waiting, and if it queued nothing, apply the records that are
                 # ready rather than idle until a whole batch arrives (cuts do not change
                 # the end state)
-                msgs = consume(num_messages=max(1, min(fetch, cu.expected(), cu.next_size)),
-                               timeout=0)
+                msgs = consume(num_messages=max(1, min(fetch, cu.expected())), timeout=0)
                 if msgs:
                     self._feed(cu, msgs)
                     continue
-                chunk = cu.next_batch(at_least=FIRST_BATCH)
+                chunk = cu.next_batch(at_least=EARLY_BATCH)
             if chunk is not None:
                 self._apply(chunk, "catch-up")
                 del chunk
@@ -746,10 +744,10 @@ class Backfill:
                 continue
             if cu.done or self.stop.is_set():
                 break
-            # no more than the next batch needs: consume(n) waits for n records (or the
-            # timeout), and the first batches are small so the engine starts early
-            msgs = consume(num_messages=max(1, min(fetch, cu.expected(), cu.next_size)),
-                           timeout=0.5)
+            # consume(n) waits for n records (or the timeout): wait for no more than an
+            # early batch needs, then take the rest as it comes (above)
+            msgs = consume(num_messages=max(1, min(fetch, cu.expected(), EARLY_BATCH,
+                                                   self.batch)), timeout=0.5)
             if not msgs:
                 idle_since = self._idle(cu, idle_since)
                 continue

@@ -468,10 +468,11 @@ class OrderedMerge:
         return [items[i] for i in order.tolist()]
 
 
-FIRST_BATCH = 4_000
-"""Records in a catch-up's first batch (:class:`CatchUp`); each next one doubles, up to
-the ``--batch`` size. About 35 ms of fetching from a local broker, against ~0.4 s for a
-whole 50,000-record batch during which the engine would idle."""
+EARLY_BATCH = 4_000
+"""Fewest ready records a catch-up applies before a whole batch is there, when the
+fetcher has queued nothing more (:meth:`CatchUp.next_batch` ``at_least``): the engine
+works instead of idling, and smaller batches cost more per record (each commits its
+changed vectors and state)."""
 
 
 class CatchUp:
@@ -479,14 +480,12 @@ class CatchUp:
 
     Feed it what the consumer returns (:meth:`feed`), take batches (:meth:`next_batch`)
     until :attr:`done`. Records are ordered by :class:`OrderedMerge` and cut into
-    batches of ``first``, ``2 * first``, ``4 * first``... records, then ``batch``
-    records each; the order depends on the range's data alone, never on how the
-    consumer happened to chunk its fetches. The ramp lets the engine start on the
-    first records while the rest are still being fetched, instead of idling until a
-    whole ``batch`` arrived. A caller that finds nothing more fetched yet may also take
-    the ready records as a shorter batch (``next_batch(at_least=...)``) rather than
-    wait; the cuts then depend on timing, the end state does not (see
-    :mod:`streamer.engine`).
+    batches of ``batch`` records; the order depends on the range's data alone, never on
+    how the consumer happened to chunk its fetches. A caller that finds nothing more
+    fetched yet may take the ready records as a shorter batch
+    (``next_batch(at_least=...)``) rather than wait, so the engine starts on the first
+    records while the rest are still being fetched; the cuts then depend on timing,
+    the end state does not (see :mod:`streamer.engine`).
 
     Parameters
     ----------
@@ -496,9 +495,6 @@ class CatchUp:
         Partition -> :class:`PartitionPlan`; partitions with nothing to do are closed.
     batch
         Records per batch (>= 1).
-    first
-        Size of the first batch (then doubling up to ``batch``); default
-        :data:`FIRST_BATCH`.
     keep_overflow
         Keep records at or past a partition's stop offset in :attr:`overflow` (the
         follow phase applies them next) instead of dropping them.
@@ -510,13 +506,12 @@ class CatchUp:
     """
 
     def __init__(self, topic: str, plan: dict[int, PartitionPlan], batch: int, *,
-                 keep_overflow: bool = False, first: int | None = None) -> None:
+                 keep_overflow: bool = False) -> None:
         from streamer.engine import RawMessage
 
         self._raw = RawMessage
         self.topic = topic
         self.batch = batch
-        self._size = max(1, min(batch, FIRST_BATCH if first is None else first))
         self.keep_overflow = keep_overflow
         self.stops = {p: pl.stop for p, pl in plan.items()}
         self.merge = OrderedMerge(p for p, pl in plan.items() if pl.todo)
@@ -532,11 +527,6 @@ class CatchUp:
     def is_open(self, partition: int) -> bool:
         """Return True while records of ``partition`` below its stop are still expected."""
         return self.merge.is_open(partition)
-
-    @property
-    def next_size(self) -> int:
-        """Size of the next batch on the ramp (``first``, doubling, up to ``batch``)."""
-        return self._size
 
     def expected(self) -> int:
         """Return the records below the stop offsets not received yet (open partitions).
@@ -609,17 +599,16 @@ class CatchUp:
     def next_batch(self, at_least: int | None = None) -> list[Any] | None:
         """Return the next batch, or None if it is not ready yet.
 
-        The batch has the size on the ramp, or is the rest once all records arrived.
-        With ``at_least``, a shorter batch of every ready record is returned too, when
-        there are ``at_least`` or more of them: the caller found nothing more to fetch
-        right now and would rather apply than wait (the ramp does not advance on it).
+        A batch has ``batch`` records, or is the rest once all records arrived. With
+        ``at_least``, every ready record is returned as a shorter batch too, when there
+        are ``at_least`` or more of them (the caller found nothing more to fetch right
+        now and would rather apply than wait).
         """
         ready = self._ready
-        size = self._size
+        size = self.batch
         if len(ready) >= size or (ready and self.merge.finished):
             chunk = ready[:size]
             del ready[:size]
-            self._size = min(self.batch, 2 * size)
             return chunk
         if at_least is not None and ready and len(ready) >= at_least:
             chunk = ready[:]

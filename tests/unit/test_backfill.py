@@ -353,20 +353,6 @@ def test_catch_up_batches_depend_on_the_data_not_on_the_polls():
     assert flat == [(p, o + plan[p].start) for p, o in want]
 
 
-def test_catch_up_ramps_its_first_batches_up_and_keeps_the_order():
-    rng = np.random.default_rng(8)
-    logs = {p: [int(x) for x in np.cumsum(rng.integers(0, 4, size=60))] for p in range(3)}
-    plan = plan_offsets(logs, begin=dict.fromkeys(logs, 0), end=dict.fromkeys(logs, 60),
-                        stored={}, from_offsets=None, until_offsets=dict.fromkeys(logs))
-    starts = {p: pl.start for p, pl in plan.items()}
-    flat = list(itertools.chain.from_iterable(
-        _run(CatchUp("t", plan, 180), _polls(logs, starts, rng))))
-    for _ in range(5):
-        ramped = _run(CatchUp("t", plan, 40, first=3), _polls(logs, starts, rng))
-        assert [len(b) for b in ramped] == [3, 6, 12, 24, 40, 40, 40, 15]
-        assert list(itertools.chain.from_iterable(ramped)) == flat  # same order, other cuts
-
-
 def test_catch_up_hands_out_ready_records_early_on_request_in_the_same_order():
     rng = np.random.default_rng(9)
     logs = {p: [int(x) for x in np.cumsum(rng.integers(0, 4, size=60))] for p in range(3)}
@@ -377,25 +363,23 @@ def test_catch_up_hands_out_ready_records_early_on_request_in_the_same_order():
         _run(CatchUp("t", plan, 180), _polls(logs, starts, rng))))
     early_seen = 0
     for _ in range(10):
-        cu = CatchUp("t", plan, 40, first=5)
-        batches, sizes = [], []
+        cu = CatchUp("t", plan, 40)
+        batches = []
         for poll in _polls(logs, starts, rng):
             cu.feed(poll)
             while (chunk := cu.next_batch()) is not None:
+                assert len(chunk) == 40 or cu.done
                 batches.append(chunk)
-            size = cu.next_size
             if rng.random() < 0.5 and (chunk := cu.next_batch(at_least=4)) is not None:
-                assert 4 <= len(chunk) < size and cu.next_size == size  # ramp unchanged
+                assert 4 <= len(chunk) < 40
                 batches.append(chunk)
                 early_seen += 1
-            sizes.append(cu.next_size)
         while (chunk := cu.next_batch()) is not None:
             batches.append(chunk)
         assert cu.done
         assert [(m.partition, m.offset) for b in batches for m in b] == flat
-        assert sizes == sorted(sizes) and max(sizes) == 40
     assert early_seen > 0
-    empty = CatchUp("t", plan, 40, first=5)
+    empty = CatchUp("t", plan, 40)
     assert empty.next_batch(at_least=1) is None  # nothing ready: nothing handed out
 
 
