@@ -10,7 +10,9 @@ repeat, in turn:
 * ``raw_consume_events_per_s``: a bare confluent-kafka loop over the whole topic with
   the backfill's own consumer settings (:func:`streamer.backfill.consumer_config`, a
   fresh group, ``assign()`` from the beginning, ``consume()`` batches), doing nothing per
-  record but reading its partition, offset, timestamp, key and value;
+  record but reading its partition, offset, timestamp, key and value: records / wall
+  seconds from the first record received (a ``consume()`` of one record, as in the
+  backfill) to the last;
 * ``events_per_s``: :func:`streamer.backfill.run_backfill` in this process, ``--from
   earliest --until latest`` into a fresh state dir (a new, empty type version): records
   applied / wall seconds from the first record received to the end of the catch-up
@@ -19,7 +21,12 @@ repeat, in turn:
   compiled-kernel load) is reported apart as ``setup_s``;
 * ``ratio`` = ``events_per_s / raw_consume_events_per_s`` of the same repeat.
 
-Per type the medians over the repeats are reported, with every run listed, the
+For context, ``kafka_python_raw_consume_events_per_s`` is the same bare loop once with
+kafka-python (the other client the backfill could use; measured slower, not used).
+
+An untimed raw pass runs first (``warm_up_raw_consume_events_per_s``): until the
+broker's JVM has compiled its fetch path, the first pass is 3-4x slower. Per type the
+medians over the repeats are reported, with every run listed, the
 backfill's CPU seconds per event (all threads) and the 1-minute load average (this is a
 2-core machine: other processes skew wall rates).
 """
@@ -61,9 +68,11 @@ def raw_consume_rate(bootstrap: str, topic: str, total: int, fetch: int) -> floa
         c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
         n, nbytes, t0 = 0, 0, None
         while n < total:
-            # never more than remain: consume(n) waits for n records or the timeout (the
-            # backfill asks the same way)
-            msgs = c.consume(num_messages=min(fetch, total - n), timeout=1.0)
+            # consume(n) waits for n records or the timeout: the clock starts when the
+            # first record arrives (one asked for, as the backfill does), and never more
+            # than remain are asked for (the last call would wait out its timeout)
+            want = 1 if t0 is None else min(fetch, total - n)
+            msgs = c.consume(num_messages=want, timeout=1.0)
             if msgs and t0 is None:
                 t0 = time.perf_counter()
             for m in msgs:
@@ -74,6 +83,31 @@ def raw_consume_rate(bootstrap: str, topic: str, total: int, fetch: int) -> floa
                 m.timestamp()
                 nbytes += len(m.key() or b"") + len(m.value() or b"")
             n += len(msgs)
+        assert t0 is not None and nbytes > 0
+        return n / (time.perf_counter() - t0)
+    finally:
+        c.close()
+
+
+def kafka_python_rate(bootstrap: str, topic: str, total: int, fetch: int) -> float:
+    """Return events/s of the same bare loop with kafka-python (context, not the ratio)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        c.assign(tps)
+        c.seek_to_beginning(*tps)
+        n, nbytes, t0 = 0, 0, None
+        while n < total:
+            polled = c.poll(timeout_ms=1000, max_records=1 if t0 is None else fetch)
+            if polled and t0 is None:
+                t0 = time.perf_counter()
+            for records in polled.values():
+                for m in records:
+                    _ = (m.partition, m.offset, m.timestamp)
+                    nbytes += len(m.key or b"") + len(m.value or b"")
+                n += len(records)
         assert t0 is not None and nbytes > 0
         return n / (time.perf_counter() - t0)
     finally:
@@ -119,8 +153,15 @@ def main() -> None:
                                                    configs={"retention.ms": "-1"})})
         total = produce_events(bootstrap, topic, list(load_wire("wikipedia")), rate=None)
         fetch = min(max(batch, 1000), 20_000)  # what the backfill asks per consume()
+        # an untimed pass first: the broker's fetch path runs 3-4x slower until its JVM
+        # has compiled it (measured here: ~140k records/s on the first pass, ~550k after)
+        warm_up = raw_consume_rate(bootstrap, topic, total, fetch)
         out: dict[str, object] = {"events": total, "partitions": PARTITIONS, "batch": batch,
-                                  "client": "confluent-kafka", "types": {}}
+                                  "client": "confluent-kafka",
+                                  "warm_up_raw_consume_events_per_s": round(warm_up),
+                                  "kafka_python_raw_consume_events_per_s": round(
+                                      kafka_python_rate(bootstrap, topic, total, fetch)),
+                                  "types": {}}
         for type_name in args.types.split(","):
             raws, runs = [], []
             for _ in range(args.repeats):

@@ -357,7 +357,8 @@ def consumer_config(bootstrap: str, group: str, **overrides: Any) -> dict[str, A
     No auto-commit and no offset store (positions are committed explicitly after each
     table commit), ``assign()`` only (no group membership, no rebalance). No
     end-of-partition events: seen here to overtake records still queued in a batch
-    ``consume()``, they cannot tell that a partition has given its last record.
+    ``consume()``, they cannot tell that a partition has given its last record. A short
+    fetch queue backoff (see the setting).
     """
     return {
         "bootstrap.servers": bootstrap,
@@ -367,6 +368,10 @@ def consumer_config(bootstrap: str, group: str, **overrides: Any) -> dict[str, A
         "enable.auto.offset.store": False,
         "enable.partition.eof": False,
         "auto.offset.reset": "earliest",
+        # librdkafka postpones a partition's next fetch by this much when its prefetch
+        # queue is over its thresholds; at the default (1000 ms) the last records of a
+        # topic arrived ~0.95 s late in half the bare consume runs measured here
+        "fetch.queue.backoff.ms": 10,
         **overrides,
     }
 
@@ -745,9 +750,11 @@ class Backfill:
             if cu.done or self.stop.is_set():
                 break
             # consume(n) waits for n records (or the timeout): wait for no more than an
-            # early batch needs, then take the rest as it comes (above)
-            msgs = consume(num_messages=max(1, min(fetch, cu.expected(), EARLY_BATCH,
-                                                   self.batch)), timeout=0.5)
+            # early batch needs, then take the rest as it comes (above); for one record
+            # at first, which starts the catch-up clock (events_per_s)
+            want = 1 if self._t0 is None else min(fetch, cu.expected(), EARLY_BATCH,
+                                                  self.batch)
+            msgs = consume(num_messages=max(1, want), timeout=0.5)
             if not msgs:
                 idle_since = self._idle(cu, idle_since)
                 continue
