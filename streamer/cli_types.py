@@ -144,7 +144,28 @@ def describe_cmd(
     out.print(table)
 
 
-def _change(ref: str, action: str) -> None:
+def _check_published(settings: Any, spec: Any, ref: str) -> None:
+    """Refuse to promote a version that has published nothing (a missing or empty topic).
+
+    Readers of the type would get no vectors at all; ``--force`` skips this check.
+    """
+    from streamer.errors import BadRequest, ConfigError
+    from streamer.kafka_io import end_offsets
+
+    topic = settings.topic(spec.output_topic)
+    try:
+        published = sum(end_offsets(settings.kafka_bootstrap, topic).values())
+        what = "is empty"
+    except ConfigError:  # the topic does not exist
+        published, what = 0, "does not exist"
+    if not published:
+        msg = (f"{ref} has published no vectors yet (topic {topic} {what}); backfill it "
+               f"first (streamer backfill --type {spec.name}.v{spec.version} --until latest) "
+               "or promote anyway with --force")
+        raise BadRequest(msg)
+
+
+def _change(ref: str, action: str, *, force: bool = False) -> None:
     from streamer.errors import BadRequest
     from streamer.registry import (
         REGISTRY_TOPIC,
@@ -167,6 +188,8 @@ def _change(ref: str, action: str) -> None:
     spec = resolve(specs, state, ref, allow_retired=True)
     now = time.time()
     if action == "promote":
+        if not force:
+            _check_published(settings, spec, ref)
         records = promote_records(state, spec, now=now)
     else:
         records = [retire_record(state, specs, spec, now=now)]
@@ -178,9 +201,15 @@ def _change(ref: str, action: str) -> None:
 @types_app.command("promote")
 def promote_cmd(
     ref: Annotated[str, typer.Argument(metavar="NAME.vN", help="The version to make live")],
+    force: Annotated[bool, typer.Option(
+        "--force", help="Promote even if the version has published no vectors yet")] = False,
 ) -> None:
-    """Make NAME.vN the version readers of NAME get (one registry record: atomic switch)."""
-    _change(ref, "promote")
+    """Make NAME.vN the version readers of NAME get (one registry record: atomic switch).
+
+    Refused (exit 2) while the version's embeddings topic is missing or empty, i.e. it
+    was neither backfilled nor run: readers would get no vectors. ``--force`` skips that.
+    """
+    _change(ref, "promote", force=force)
 
 
 @types_app.command("retire")

@@ -210,10 +210,18 @@ def test_bad_references_get_one_line(world):
         (["types", "describe", "demo-cooc.v9"], "unknown version 9 of type 'demo-cooc'"),
         (["types", "promote", "demo-cooc"], "promote needs a version"),
         (["types", "describe", "Demo"], "expected NAME or NAME.vN"),
+        (["types", "promote", "wiki-sgns.v1"], "wiki-sgns.v1 has published no vectors yet "
+         f"(topic {world['prefix']}embeddings.wiki-sgns.v1 does not exist); backfill it first"),
     ]:
         res = _cli(*args, env=env)
         assert res.returncode == 2, (args, res.stderr)
         assert text in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_promote_force_switches_to_a_version_that_has_published_nothing(world):
+    res = _cli("types", "promote", "wiki-sgns.v1", "--force", env=world["env"])
+    assert res.returncode == 0, res.stderr
+    assert _types(world)["wiki-sgns.v1"]["status"] == "live"
 
 
 def test_state_files_are_per_version(world):
