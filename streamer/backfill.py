@@ -82,6 +82,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import threading
 import time
@@ -109,6 +110,10 @@ if TYPE_CHECKING:
     from streamer.settings import Settings
 
 log = logging.getLogger(__name__)
+
+SWEEP_META = "backfill.sweep"
+"""Table meta key of the last publishing sweep: JSON ``{"topic", "offsets": [[topic,
+partition, offset], ...], "published": n}``, written once its records were acked."""
 
 DEFAULT_BATCH = 50_000
 """Records per :meth:`Engine.process` call (``--batch``). Larger batches amortise the
@@ -303,6 +308,10 @@ class BackfillSummary:
         table open, learner warm-up, offset requests).
     published
         Vectors sent to ``embeddings.<type>.v<n>``.
+    sweep_skipped
+        True if the end-of-catch-up publishing sweep was skipped: nothing was applied
+        and an earlier run had published this very table state (see
+        :data:`SWEEP_META`).
     decoder
         ``"native"`` if events were decoded by the ``streamer_native`` extension,
         ``"python"`` otherwise (``STREAMER_NATIVE=0``, or not installed).
@@ -334,6 +343,7 @@ class BackfillSummary:
     events_per_s: float = 0.0
     setup_s: float = 0.0
     published: int = 0
+    sweep_skipped: bool = False
     decoder: str = "python"
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     skipped: dict[int, int] = field(default_factory=dict)
@@ -789,13 +799,48 @@ class Backfill:
             return now
         return since
 
+    def _sweep_done_before(self) -> bool:
+        """Return True if an earlier sweep published this table state and the topic has it.
+
+        Its mark (table meta :data:`SWEEP_META`) names the topic, the table's offsets
+        and the number of vectors sent; a run that applied nothing, on a table whose
+        offsets are those, to a topic holding at least that many records (not deleted
+        and re-created since), has nothing to republish.
+        """
+        raw = self.engine.table.get_meta(SWEEP_META)
+        if raw is None or self.summary.catch_up_applied or self.publisher is None:
+            return False
+        try:
+            mark = json.loads(raw)
+        except ValueError:
+            return False
+        if mark.get("topic") != self.publisher.topic or mark.get("offsets") != self._offsets_json():
+            return False
+        from streamer.kafka_io import end_offsets
+
+        try:
+            held = sum(end_offsets(self.settings.kafka_bootstrap, self.publisher.topic).values())
+        except (ConfigError, KafkaIOError):
+            return False
+        return held >= int(mark.get("published", 0))
+
+    def _offsets_json(self) -> list[list[Any]]:
+        return [[t, p, o] for (t, p), o in sorted(self.engine.offsets().items())]
+
     def _publish_sweep(self) -> None:
         """Publish every entity's stored vector once, then wait for the acks.
 
         Values in the table's current format go out as stored (the bytes a replica
         would get from the engine); any other (an older format) is decoded and encoded.
+        Skipped when an earlier sweep already published this table state
+        (:meth:`_sweep_done_before`); after a sweep its mark is stored in the table.
         """
         if self.publisher is None:
+            return
+        if self._sweep_done_before():
+            self.summary.sweep_skipped = True
+            self._status("nothing applied, and an earlier run published every vector of "
+                         "this table state: not republished")
             return
         from streamer.store.codec import current_frame_time, decode_entity, decode_record
 
@@ -818,6 +863,9 @@ class Backfill:
             n += len(items)
         self.producer.flush()
         self.summary.published += n
+        self.engine.table.put_meta(SWEEP_META, json.dumps(
+            {"topic": self.publisher.topic, "offsets": self._offsets_json(), "published": n},
+            separators=(",", ":")).encode())
 
     def _follow(self) -> None:
         """Apply live records as they come (per-batch publishing) until ``stop`` is set."""

@@ -149,8 +149,26 @@ def cooc_backfill(wiki_produced, kafka_bootstrap, tmp_path_factory) -> dict:
     assert done.returncode == 0, done.stderr[-3000:]
     feats, st, offs = snapshot(COOC, state, prefix)
     return {"summary": summary_of(done.stdout), "stderr": done.stderr, "features": feats,
-            "state": st, "offsets": offs, "dlq_start": dlq_start,
+            "state": st, "offsets": offs, "dlq_start": dlq_start, "state_dir": state,
             "dlq_end": end_offsets(kafka_bootstrap, dlq)}
+
+
+def test_a_rerun_that_applies_nothing_publishes_nothing_again(cooc_backfill, wiki_produced,
+                                                             kafka_bootstrap):
+    out = f"{wiki_produced.prefix}{COOC.output_topic}"
+    before = end_offsets(kafka_bootstrap, out)
+    assert sum(before.values()) >= cooc_backfill["summary"]["published"] > 0
+    assert not cooc_backfill["summary"]["sweep_skipped"]
+    done = run_backfill("--type", COOC.name, "--until", "latest", "--json",
+                        bootstrap=kafka_bootstrap, prefix=wiki_produced.prefix,
+                        state=cooc_backfill["state_dir"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    s = summary_of(done.stdout)
+    assert s["applied"] == 0 and s["complete"] and s["sweep_skipped"] and s["published"] == 0
+    assert "not republished" in done.stderr
+    assert end_offsets(kafka_bootstrap, out) == before
+    assert snapshot(COOC, cooc_backfill["state_dir"], wiki_produced.prefix)[0] == \
+        cooc_backfill["features"]
 
 
 def test_backfill_ends_in_the_worker_table_bit_for_bit(cooc_backfill, wiki_uninterrupted,
