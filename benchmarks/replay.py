@@ -156,8 +156,11 @@ def main() -> None:
         # an untimed pass first: the broker's fetch path runs 3-4x slower until its JVM
         # has compiled it (measured here: ~140k records/s on the first pass, ~550k after)
         warm_up = raw_consume_rate(bootstrap, topic, total, fetch)
+        from streamer.events.decode import NATIVE_AVAILABLE
+
         out: dict[str, object] = {"events": total, "partitions": PARTITIONS, "batch": batch,
                                   "client": "confluent-kafka",
+                                  "decoder": "native" if NATIVE_AVAILABLE else "python",
                                   "warm_up_raw_consume_events_per_s": round(warm_up),
                                   "kafka_python_raw_consume_events_per_s": round(
                                       kafka_python_rate(bootstrap, topic, total, fetch)),

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from streamer.datasets import load_wire
 from streamer.errors import ConfigError
+from streamer.events.schema import parse_iso_ts
 from streamer.kafka_io import TopicSpec, ensure_topics, produce_events
 from streamer.settings import Settings
 
@@ -23,9 +24,15 @@ from streamer.settings import Settings
 def _file_messages(path: Path) -> Iterator[tuple[bytes | None, bytes, int | None]]:
     """Yield ``(key, value, ts_ms)`` per line of a JSONL file; lines go out as they are.
 
-    A line that is not a JSON object with a string ``user_id`` is still produced (the
-    worker dead-letters it with its reason), keyed ``None``, with no timestamp.
+    The record timestamp is the event time (ms): the line's ``ts`` in seconds, or its
+    ISO-8601 ``ts`` string (as the decoder reads it). A line without a readable ``ts``
+    (not JSON, no ``ts``, a bad one) gets the previous line's timestamp, so that it stays
+    where it is in event time and a time-bounded backfill (``--until``) does not stop on
+    it; the first lines without one get none (the broker's wall clock). A line that is
+    not a JSON object with a string ``user_id`` is still produced (the worker
+    dead-letters it with its reason), keyed ``None``.
     """
+    last_ms: int | None = None
     with path.open("rb") as fh:
         for raw in fh:
             line = raw.rstrip(b"\r\n")
@@ -39,11 +46,16 @@ def _file_messages(path: Path) -> Iterator[tuple[bytes | None, bytes, int | None
                     if isinstance(obj.get("user_id"), str):
                         key = obj["user_id"].encode()
                     ts = obj.get("ts")
+                    if isinstance(ts, str):
+                        ts = parse_iso_ts(ts)
                     if isinstance(ts, (int, float)) and not isinstance(ts, bool) and ts == ts \
-                            and abs(ts) < 1e13:
+                            and 0 <= ts < 1e13:
                         ts_ms = int(ts * 1000)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, OverflowError):
                 pass
+            if ts_ms is None:
+                ts_ms = last_ms
+            last_ms = ts_ms
             yield key, line, ts_ms
 
 

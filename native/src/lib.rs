@@ -147,7 +147,10 @@ fn accept<'a>(raw: &'a [u8], b: &Bounds) -> Option<Row<'a>> {
     if raw.iter().filter(|&&c| c == b'[' || c == b'{').count() > MAX_OPENERS {
         return None;
     }
-    let ev: Event<'a> = serde_json::from_slice(raw).ok()?;
+    // the whole message must be UTF-8, as orjson requires: serde_json checks only the
+    // strings it reads, not those inside skipped fields
+    let text = std::str::from_utf8(raw).ok()?;
+    let ev: Event<'a> = serde_json::from_str(text).ok()?;
     let (J::Str(u), J::Str(it), J::Str(a)) = (ev.user_id, ev.item_id, ev.action) else {
         return None;
     };
@@ -157,6 +160,11 @@ fn accept<'a>(raw: &'a [u8], b: &Bounds) -> Option<Row<'a>> {
         J::I(t) => t as f64,
         _ => return None,
     };
+    if t == 0.0 {
+        // serde_json reads the integer `-0` as the float -0.0, orjson as the int 0
+        // (Python's float(0) is +0.0): let the Python decoder decide a zero
+        return None;
+    }
     let w = match ev.weight {
         J::Missing => 1.0,
         J::F(w) => w,

@@ -57,9 +57,10 @@ def _load_native() -> Any:
     """Return the ``streamer_native`` module, or ``None`` if absent or disabled.
 
     ``streamer_native`` (``native/`` in the repository, Rust) decodes batches in native
-    code; ``STREAMER_NATIVE=0`` in the environment turns it off.
+    code; ``STREAMER_NATIVE`` set to ``0``, ``false``, ``no`` or ``off`` (any case) in
+    the environment turns it off.
     """
-    if os.environ.get("STREAMER_NATIVE", "1").strip() == "0":
+    if os.environ.get("STREAMER_NATIVE", "").strip().lower() in {"0", "false", "no", "off"}:
         return None
     try:
         import streamer_native

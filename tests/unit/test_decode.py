@@ -535,6 +535,14 @@ _RAW_EDGE_CASES = [
     b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0},{}',
     b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0,}',
     b'{"user_id":"\xff","item_id":"i","action":"click","ts":1388534400.0}',
+    # bytes that are not UTF-8 where the native parser does not read: skipped values,
+    # keys of nested objects, overlong forms, encoded surrogates (found in a trial)
+    b'{"user_id":"u","item_id":"i","action":"click","ts":1388534400.0,"x":"\xff"}',
+    b'{"user_id":"u","item_id":"i","action":"click","ts":1388534400.0,"m":{"\xc3":1}}',
+    b'{"user_id":"u","item_id":"i","action":"click","ts":1388534400.0,"x":"\xc0\xaf"}',
+    b'{"user_id":"u","item_id":"i","action":"click","ts":1388534400.0,"x":"\xed\xa0\x80"}',
+    b'{"user_id":"u","item_id":"i","action":"click","ts":1388534400.0,"x":["\xf4\x90\x80\x80"]}',
+    b'{"user_id":"u","item_id":"i","action":"click","ts":1388534400.0} \xff',
     b'{"user_id":"a","item_id":"i","action":"cl\\u0069ck","ts":1388534400.0}',
     b'{"user_id":"a","item_id":"i","action":"click","ts":"2014-01-01T00:00:00Z"}',
     b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0,"weight":"2"}',
@@ -556,6 +564,47 @@ def test_decode_columns_on_json_edge_cases(native):
     cols = _assert_columns_match(_RAW_EDGE_CASES, native)
     cols = _assert_columns_match(_RAW_EDGE_CASES, native, actions={"*": 1.0})
     assert 10 <= len(cols) < len(_RAW_EDGE_CASES)
+    # zeros and signs: JSON's integer -0 is Python's int 0 (ts +0.0), -0.0 stays -0.0
+    zeros = [b'{"user_id":"u","item_id":"i","action":"click","ts":%s}' % t
+             for t in (b"-0", b"0", b"-0.0", b"0.0", b"-0e0", b"0E-5", b"-1", b"-1.5")]
+    cols = _assert_columns_match(zeros, native, min_ts_s=None)
+    assert [t.hex() for t in cols.ts] == [float(json.loads(z)["ts"]).hex() for z in zeros]
+
+
+def _mutations(seed: int, n: int) -> list[bytes]:
+    """``n`` byte-level mutations (flips, insertions, deletions, splices) of valid events."""
+    rng = np.random.default_rng(seed)
+    base = [doc(user_id=f"u{i}", item_id="i\u00e9", weight=1.5, event_id=f"e{i}",
+                extra={"k": ["v", 1, {"z": None}]}) for i in range(20)]
+    alphabet = list(b'{}[]",:.-+eE0123456789\\u \x00\x7f\x80\xbf\xc0\xc3\xed\xf4\xff'
+                    b"nultrfasx")
+    out = []
+    for _ in range(n):
+        raw = bytearray(base[int(rng.integers(len(base)))])
+        for _ in range(int(rng.integers(1, 4))):
+            op, at = int(rng.integers(4)), int(rng.integers(len(raw)))
+            if op == 0:
+                raw[at] = int(rng.choice(alphabet))
+            elif op == 1:
+                raw.insert(at, int(rng.choice(alphabet)))
+            elif op == 2 and len(raw) > 1:
+                del raw[at]
+            else:
+                other = base[int(rng.integers(len(base)))]
+                j = int(rng.integers(len(other)))
+                raw[at:] = other[j:]
+        out.append(bytes(raw))
+    return out
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["python", "native"])
+def test_decode_columns_on_random_byte_mutations(native):
+    raws = _mutations(seed=21, n=6000)
+    _assert_columns_match(raws, native)
+    cols = _assert_columns_match(raws, native, actions={"*": 1.0}, min_ts_s=None,
+                                 max_weight=1e300)
+    reasons = {r.reason for _, r in cols.rejects}
+    assert len(cols) > 500 and {"not_json", "not_utf8"} <= reasons
 
 
 def _number_spellings(x: float, rng) -> list[str]:
