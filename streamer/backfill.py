@@ -506,7 +506,7 @@ class Backfill:
             self.engine: Engine = open_engine(
                 spec, state_dir=settings.state_dir,
                 dead_letters=KafkaDeadLetters(self.producer, settings.topic(spec.dead_letters),
-                                              spec.name),
+                                              spec.name, spec.version),
                 clock=SystemClock(), with_index=False,
                 max_future_s=settings.max_future_s, dedup_window_s=settings.dedup_window_s,
                 publish=None, path_prefix=settings.topic_prefix)

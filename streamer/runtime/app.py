@@ -130,7 +130,7 @@ def create_app(settings: Settings, spec: TopologySpec, *, noop: bool = False) ->
                 spec,
                 state_dir=settings.state_dir,
                 dead_letters=KafkaDeadLetters(producer, settings.topic(spec.dead_letters),
-                                              spec.name),
+                                              spec.name, spec.version),
                 clock=SystemClock(),
                 with_index=w.index,
                 index_params=settings.index.hnsw_params(),

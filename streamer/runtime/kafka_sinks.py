@@ -220,12 +220,18 @@ class KafkaDeadLetters:
         The embedding type whose worker rejected the message, sent as header
         ``x-streamer-type``: every type's worker reads the same input, so a malformed
         message is dead-lettered once per type and this tells the copies apart.
+    version
+        The type's version, sent as header ``x-streamer-version`` (a backfill of a new
+        version and the live worker dead-letter the same message); none if ``None``.
     """
 
-    def __init__(self, producer: SinkProducer, topic: str, type_name: str = "") -> None:
+    def __init__(self, producer: SinkProducer, topic: str, type_name: str = "",
+                 version: int | None = None) -> None:
         self._producer = producer
         self.topic = topic
-        self._type_header = ("x-streamer-type", type_name.encode("utf-8"))
+        self._type_headers = [("x-streamer-type", type_name.encode("utf-8"))]
+        if version is not None:
+            self._type_headers.append(("x-streamer-version", str(version).encode("ascii")))
         self.sent = 0
         self._pending = 0
         self._counts: dict[str, int] = {}
@@ -234,7 +240,7 @@ class KafkaDeadLetters:
         """Queue one reject (keyed by its source position)."""
         key = f"{rejected.topic}/{rejected.partition}/{rejected.offset}".encode()
         self._producer.produce(self.topic, key, rejected.raw,
-                               headers=[*rejected.headers(), self._type_header])
+                               headers=[*rejected.headers(), *self._type_headers])
         self.sent += 1
         self._pending += 1
         self._counts[rejected.reason] = self._counts.get(rejected.reason, 0) + 1

@@ -207,6 +207,7 @@ def test_backfill_dead_letters_publishes_and_commits_its_position(
             continue
         headers = dict(rec.headers)
         assert headers["x-streamer-type"].decode() == COOC.name
+        assert headers["x-streamer-version"].decode() == str(COOC.version)
         got[(rec.value or b"", headers["x-reject-reason"].decode())] += 1
     assert got == collections.Counter((b.value or b"", b.expected_reason)
                                       for b in wiki_produced.bad)

@@ -58,6 +58,7 @@ def test_every_malformed_message_is_dead_lettered_with_its_reason(wiki_uninterru
         assert headers["x-source-topic"].decode() == f"{wiki_produced.prefix}engagements"
         assert int(headers["x-source-offset"]) >= 0
         assert headers["x-streamer-type"].decode() == "wiki-cooc"
+        assert headers["x-streamer-version"].decode() == "2"
     want = collections.Counter((b.value or b"", b.expected_reason) for b in wiki_produced.bad)
     assert got == want
     by_reason = collections.Counter(r for (_v, r) in got.elements())
