@@ -111,6 +111,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_BATCH = 1_000_000
+"""Largest ``--batch``: a batch's records, decoded columns and changed state are held in
+memory at once, so much larger ones only risk running out of it."""
+
 SWEEP_META = "backfill.sweep"
 """Table meta key of the last publishing sweep: JSON ``{"topic", "offsets": [[topic,
 partition, offset], ...], "published": n}``, written once its records were acked."""

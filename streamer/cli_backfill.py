@@ -26,7 +26,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from streamer.backfill import DEFAULT_BATCH
+from streamer.backfill import DEFAULT_BATCH, MAX_BATCH
 
 INTERRUPTED = 130
 """Exit code of a bounded backfill stopped by a signal before it reached ``--until``."""
@@ -159,10 +159,11 @@ def backfill_cmd(
     lo = parse_bound(start, option="--from")
     hi = None if until is None else parse_bound(until, option="--until")
     check_range(lo, hi)
-    if batch < 1:
+    if not 1 <= batch <= MAX_BATCH:
         from streamer.errors import BadRequest
 
-        msg = f"--batch {batch}; expected an integer >= 1 (records per engine batch)"
+        msg = (f"--batch {batch}; expected an integer from 1 to {MAX_BATCH:,} (records per "
+               "engine batch, held in memory at once)")
         raise BadRequest(msg)
     settings = _settings()
     spec, note = resolve_target(type_ref)

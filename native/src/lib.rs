@@ -150,6 +150,14 @@ fn accept<'a>(raw: &'a [u8], b: &Bounds) -> Option<Row<'a>> {
     // the whole message must be UTF-8, as orjson requires: serde_json checks only the
     // strings it reads, not those inside skipped fields
     let text = std::str::from_utf8(raw).ok()?;
+    // a JSON object only: serde's derived struct reads a JSON array too (its elements in
+    // field order), which the Python decoder rejects as not_object (found in a trial)
+    let first = text
+        .bytes()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(b'{') {
+        return None;
+    }
     let ev: Event<'a> = serde_json::from_str(text).ok()?;
     let (J::Str(u), J::Str(it), J::Str(a)) = (ev.user_id, ev.item_id, ev.action) else {
         return None;

@@ -58,13 +58,21 @@ def _load_native() -> Any:
 
     ``streamer_native`` (``native/`` in the repository, Rust) decodes batches in native
     code; ``STREAMER_NATIVE`` set to ``0``, ``false``, ``no`` or ``off`` (any case) in
-    the environment turns it off.
+    the environment turns it off. ``1``/``true``/``yes``/``on`` without the extension,
+    or any other value, is logged as a warning (and the extension used if installed).
     """
-    if os.environ.get("STREAMER_NATIVE", "").strip().lower() in {"0", "false", "no", "off"}:
+    value = os.environ.get("STREAMER_NATIVE", "").strip().lower()
+    if value in {"0", "false", "no", "off"}:
         return None
+    if value not in {"", "1", "true", "yes", "on"}:
+        log.warning("STREAMER_NATIVE=%r is not understood (expected 0/false/no/off or "
+                    "1/true/yes/on); the native decoder is used if installed", value)
     try:
         import streamer_native
     except ImportError:
+        if value in {"1", "true", "yes", "on"}:
+            log.warning("STREAMER_NATIVE=%s but streamer_native is not installed (pip "
+                        "install ./native, needs Rust): using the Python decoder", value)
         return None
     return streamer_native
 

@@ -455,6 +455,9 @@ def _one_line_error(done: subprocess.CompletedProcess[str]) -> str:
     (["--type", COOC.name, "--until", "2014-02-30"], "--until '2014-02-30' is not a valid stop"),
     (["--type", COOC.name, "--from", "2014-01-09", "--until", "2014-01-02T00:00:00Z"],
      "--until 2014-01-02T00:00:00.000Z is not later than --from 2014-01-09T00:00:00.000Z"),
+    (["--type", COOC.name, "--batch", "0"], "--batch 0; expected an integer from 1 to"),
+    (["--type", COOC.name, "--batch", "1000001"],
+     "--batch 1000001; expected an integer from 1 to 1,000,000"),
 ])
 def test_bad_arguments_are_one_line_errors(args, expected, kafka_bootstrap, tmp_path):
     if "--until" not in args:

@@ -543,6 +543,15 @@ _RAW_EDGE_CASES = [
     b'{"user_id":"u","item_id":"i","action":"click","ts":1388534400.0,"x":"\xed\xa0\x80"}',
     b'{"user_id":"u","item_id":"i","action":"click","ts":1388534400.0,"x":["\xf4\x90\x80\x80"]}',
     b'{"user_id":"u","item_id":"i","action":"click","ts":1388534400.0} \xff',
+    # arrays with the fields in order: serde reads them as the struct (found in a trial)
+    b'["u1","i1","click",1500000000]',
+    b' [ "u" , "i" , "click" , 1.5e9 ] ',
+    b'["u1","i1","click",1500000000.5,2.0]',
+    b'["u1","i1","click",1500000000.5,2.0,1]',
+    b'["u1","i1","click",1500000000.5,2.0,1,"e1"]',
+    b'\n\t["u1","i1","click",1500000000.5,2.0,1,"e1"]',
+    b'"{\\"user_id\\":\\"u\\"}"',
+    b'1500000000', b'true', b'"u"',
     b'{"user_id":"a","item_id":"i","action":"cl\\u0069ck","ts":1388534400.0}',
     b'{"user_id":"a","item_id":"i","action":"click","ts":"2014-01-01T00:00:00Z"}',
     b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0,"weight":"2"}',
@@ -593,6 +602,14 @@ def _mutations(seed: int, n: int) -> list[bytes]:
                 other = base[int(rng.integers(len(base)))]
                 j = int(rng.integers(len(other)))
                 raw[at:] = other[j:]
+        if rng.random() < 0.1:  # the values of an object as an array, in field order
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                obj = None
+            if isinstance(obj, dict):
+                raw = bytearray(json.dumps(list(obj.values())[:int(rng.integers(3, 9))],
+                                           ensure_ascii=False).encode())
         out.append(bytes(raw))
     return out
 
