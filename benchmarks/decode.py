@@ -11,6 +11,9 @@ messages from the seeded generator. Reports messages per second (best of
 * ``pydantic_validate_json``: ``TypeAdapter(Model).validate_json`` for a frozen pydantic
   model with the same field constraints (length, gt=0, finite; no action mapping,
   no future check), then conversion to ``EngagementEvent``;
+* ``decode_columns_native`` (if ``streamer_native`` is installed) and
+  ``decode_columns_python``: :meth:`Decoder.decode_columns`, the batch path the engine
+  uses, 50,000 messages per call, with and without the native extension;
 * ``dedup_check``, ``to_batch``: the per-event steps after decoding;
 * ``produce`` (with ``--bootstrap``): ``kafka_io.produce_events`` into a fresh topic
   (its CPU rate includes kafka-python's I/O thread, which runs in this process, but
@@ -115,6 +118,23 @@ def main() -> None:
         results["decoder_stdlib_json_msgs"] = best_rate(n, run_decoder, args.repeats)
     finally:
         decode_mod._orjson = saved
+
+    # the batch path the engine uses (Decoder.decode_columns, 50k messages per call),
+    # with the native extension (streamer_native) if installed, and without it
+    from streamer.engine import RawMessage
+
+    msgs = [RawMessage(v, "engagements", i & 3, i) for i, v in enumerate(values)]
+
+    def run_columns(native: bool) -> None:
+        dec = Decoder(clock=ManualClock(NOW), native=native)
+        for s in range(0, n, 50_000):
+            dec.decode_columns(msgs[s:s + 50_000])
+
+    if decode_mod.NATIVE_AVAILABLE:
+        results["decode_columns_native_msgs"] = best_rate(
+            n, lambda: run_columns(True), args.repeats)
+    results["decode_columns_python_msgs"] = best_rate(
+        n, lambda: run_columns(False), args.repeats)
 
     pyd = pydantic_decoder()
     results["pydantic_validate_json_msgs"] = best_rate(
