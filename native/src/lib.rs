@@ -142,9 +142,40 @@ type Row<'a> = (
 /// below orjson's).
 const MAX_OPENERS: usize = 512;
 
+/// A run of more digits than this and the Python decoder decides. orjson rounds exact
+/// halfway cases wrongly past 768 significant digits (serde_json and Python's `float`
+/// round to even), and CPython refuses integers of more than 4,300 digits where orjson
+/// hands them to the stdlib parser; serde_json skips unknown numbers of any length.
+/// Found by differential fuzzing; no real event has such a number.
+const MAX_DIGIT_RUN: usize = 100;
+
+/// True if `raw` could be too deep or hold too long a number for the two parsers to
+/// agree (see [`MAX_OPENERS`], [`MAX_DIGIT_RUN`]).
+fn beyond_common_ground(raw: &[u8]) -> bool {
+    let mut openers = 0usize;
+    let mut run = 0usize;
+    for &c in raw {
+        if c.is_ascii_digit() {
+            run += 1;
+            if run > MAX_DIGIT_RUN {
+                return true;
+            }
+            continue;
+        }
+        run = 0;
+        if c == b'[' || c == b'{' {
+            openers += 1;
+            if openers > MAX_OPENERS {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// Return the event if `raw` is in the common shape within `b`, else `None`.
 fn accept<'a>(raw: &'a [u8], b: &Bounds) -> Option<Row<'a>> {
-    if raw.iter().filter(|&&c| c == b'[' || c == b'{').count() > MAX_OPENERS {
+    if beyond_common_ground(raw) {
         return None;
     }
     // the whole message must be UTF-8, as orjson requires: serde_json checks only the

@@ -348,6 +348,12 @@ class Decoder:
                    "STREAMER_NATIVE=0); expected: pip install ./native (needs Rust)")
             raise ConfigError(msg)
         self._native = _NATIVE if native is not False else None
+        if self._native is not None and not all(map(_utf8_ok, self.actions)):
+            if native:
+                msg = ("native decoding needs action names that are valid Unicode text (a "
+                       "lone surrogate is not); expected other names or native=False")
+                raise ConfigError(msg)
+            self._native = None  # the extension takes UTF-8 text only
         self._native_actions = None if self._wildcard else list(self.actions)
 
     @property
@@ -481,11 +487,17 @@ class Decoder:
         other message, which :meth:`decode` then decides.
         """
         hi = self.clock.now_s() + self.max_future_s
-        (index, users, items, actions, ts, weights, versions, eids, others
-         ) = self._native.decode_events(  # type: ignore[union-attr]
-            [m.value for m in messages], self._native_actions, self._lo_ts, hi,
-            self.min_weight, self.max_weight, MAX_ID_CHARS, MAX_EVENT_ID_CHARS,
-            SCHEMA_VERSION)
+        try:
+            (index, users, items, actions, ts, weights, versions, eids, others
+             ) = self._native.decode_events(  # type: ignore[union-attr]
+                [m.value for m in messages], self._native_actions, self._lo_ts, hi,
+                self.min_weight, self.max_weight, MAX_ID_CHARS, MAX_EVENT_ID_CHARS,
+                SCHEMA_VERSION)
+        except Exception:  # a bug, not bad input: never raise, decode this batch in Python
+            log.exception("native decoder failed on a batch of %d messages; decoding it "
+                          "in Python", len(messages))
+            index, users, items, actions, ts, weights, versions, eids = ([] for _ in range(8))
+            others = list(range(len(messages)))
         self._accepted += len(index)
         out = DecodedColumns(index, users, items, actions, ts, weights, versions, eids)
         extra: list[tuple[Any, ...]] = []

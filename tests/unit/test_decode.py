@@ -552,6 +552,24 @@ _RAW_EDGE_CASES = [
     b'\n\t["u1","i1","click",1500000000.5,2.0,1,"e1"]',
     b'"{\\"user_id\\":\\"u\\"}"',
     b'1500000000', b'true', b'"u"',
+    # numbers the two parsers read differently (found by differential fuzzing): an
+    # integer of more than 4,300 digits in an unknown field (CPython's limit on the
+    # stdlib fallback), and exact halfway cases of more than 768 digits (orjson rounds
+    # them up, serde_json to even), at the weight and ts bounds too
+    b'{"user_id":"u","item_id":"i","action":"click","ts":1388534400,"x":' + b"1" * 4301
+    + b"}",
+    b'{"user_id":"u","item_id":"i","action":"click","ts":1388534400,"x":[-' + b"9" * 5000
+    + b"]}",
+    b'{"user_id":"u","item_id":"i","action":"click","ts":1700000000.00000011920928955078125'
+    + b"0" * 736 + b"}",
+    b'{"user_id":"u","item_id":"i","action":"click","ts":1388534400,"weight":'
+    b"1.00000000000000011102230246251565404236316680908203125" + b"0" * 715 + b"}",
+    b'{"user_id":"u","item_id":"i","action":"click","ts":1388534400,"weight":'
+    b"1000000.0000000000582076609134674072265625" + b"0" * 730 + b"}",
+    b'{"user_id":"u","item_id":"i","action":"click","ts":1700086400.00000011920928955078125'
+    + b"0" * 736 + b"}",
+    b'{"user_id":"u","item_id":"i","action":"click","ts":17000000' + b"0" * 800 + b"e-800}",
+    b'{"user_id":"' + b"7" * 200 + b'","item_id":"i","action":"click","ts":1388534400}',
     b'{"user_id":"a","item_id":"i","action":"cl\\u0069ck","ts":1388534400.0}',
     b'{"user_id":"a","item_id":"i","action":"click","ts":"2014-01-01T00:00:00Z"}',
     b'{"user_id":"a","item_id":"i","action":"click","ts":1388534400.0,"weight":"2"}',
@@ -654,6 +672,31 @@ def test_decode_columns_merges_events_only_decode_accepts_in_input_order(native)
     cols = _assert_columns_match(raws, native)
     assert cols.index == [0, 1, 3, 4]
     assert cols.user_ids == ["u1", "a", "c", "d"]
+
+
+def test_action_names_the_extension_cannot_take_keep_the_python_path():
+    raws = [b'{"user_id":"u","item_id":"i","action":"\\ud800","ts":1388534400.0}', doc()]
+    d = dec(actions={"\ud800": 1.0, "click": 1.0})  # native if installed, but not here
+    assert not d.native
+    cols = d.decode_columns(_msgs(raws))
+    assert cols.index == [0, 1] and cols.actions == ["\ud800", "click"]
+    with pytest.raises(ConfigError, match="valid Unicode text"):
+        dec(actions={"\ud800": 1.0}, native=True)
+
+
+def test_a_failing_native_call_decodes_the_batch_in_python(caplog):
+    class Broken:
+        def decode_events(self, *args):
+            raise RuntimeError("boom")
+
+    raws = [doc(), b"{", doc(user_id="u2", ts="2014-01-01T00:00:00Z")]
+    d1, d2 = dec(native=False), dec(native=True)
+    d2._native = Broken()  # noqa: SLF001 - a bug in the extension, simulated
+    events, rejects = _per_message(raws, d1)
+    cols = d2.decode_columns(_msgs(raws))
+    assert cols.index == [i for i, _ in events] and cols.rejects == rejects
+    assert cols.events() == [e for _, e in events] and d2.counters == d1.counters
+    assert "native decoder failed" in caplog.text
 
 
 def test_native_decoder_is_required_on_request_and_refused_without_the_extension(monkeypatch):
