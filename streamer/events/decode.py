@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Final, Literal, get_args
@@ -244,6 +244,20 @@ class DecodedColumns:
     event_ids: list[str | None] = field(default_factory=list)
     rejects: list[tuple[int, Rejected]] = field(default_factory=list)
 
+    @classmethod
+    def from_rows(cls, rows: Sequence[tuple[Any, ...]],
+                  rejects: list[tuple[int, Rejected]]) -> DecodedColumns:
+        """Build the columns from rows of one accepted event each.
+
+        A row is ``(position, user_id, item_id, action, ts, weight, schema_version,
+        event_id)``; rows and ``rejects`` in ascending positions.
+        """
+        out = cls(rejects=rejects)
+        if rows:
+            (out.index, out.user_ids, out.item_ids, out.actions, out.ts, out.weights,
+             out.schema_versions, out.event_ids) = map(list, zip(*rows, strict=True))
+        return out
+
     def __len__(self) -> int:
         """Return the number of accepted events."""
         return len(self.index)
@@ -466,18 +480,19 @@ class Decoder:
                     add((i, u, it, a, t, w, v, None if eid is missing else eid))
                     fast += 1
                     continue
-            r = self.decode(raw, topic=m.topic, partition=m.partition, offset=m.offset)
-            if type(r) is Rejected:
-                rejects.append((i, r))
-            else:
-                add((i, r.user_id, r.item_id, r.action, r.ts,  # type: ignore[union-attr]
-                     r.weight, r.schema_version, r.event_id))  # type: ignore[union-attr]
+            self._decide(i, m, add, rejects)
         self._accepted += fast
-        out = DecodedColumns(rejects=rejects)
-        if rows:
-            (out.index, out.user_ids, out.item_ids, out.actions, out.ts, out.weights,
-             out.schema_versions, out.event_ids) = map(list, zip(*rows, strict=True))
-        return out
+        return DecodedColumns.from_rows(rows, rejects)
+
+    def _decide(self, i: int, m: Any, add: Callable[[tuple[Any, ...]], None],
+                rejects: list[tuple[int, Rejected]]) -> None:
+        """:meth:`decode` message ``m`` (position ``i``): add its row, or its reject."""
+        r = self.decode(m.value, topic=m.topic, partition=m.partition, offset=m.offset)
+        if type(r) is Rejected:
+            rejects.append((i, r))
+        else:
+            add((i, r.user_id, r.item_id, r.action, r.ts,  # type: ignore[union-attr]
+                 r.weight, r.schema_version, r.event_id))  # type: ignore[union-attr]
 
     def _decode_columns_native(self, messages: Sequence[Any]) -> DecodedColumns:
         """:meth:`decode_columns` with the common shape accepted by ``streamer_native``.
@@ -499,22 +514,16 @@ class Decoder:
             index, users, items, actions, ts, weights, versions, eids = ([] for _ in range(8))
             others = list(range(len(messages)))
         self._accepted += len(index)
-        out = DecodedColumns(index, users, items, actions, ts, weights, versions, eids)
         extra: list[tuple[Any, ...]] = []
+        rejects: list[tuple[int, Rejected]] = []
         for i in others:
-            m = messages[i]
-            r = self.decode(m.value, topic=m.topic, partition=m.partition, offset=m.offset)
-            if type(r) is Rejected:
-                out.rejects.append((i, r))
-            else:
-                extra.append((i, r.user_id, r.item_id, r.action, r.ts,  # type: ignore[union-attr]
-                              r.weight, r.schema_version, r.event_id))  # type: ignore[union-attr]
+            self._decide(i, messages[i], extra.append, rejects)
         if extra:  # accepted by decode() alone (an ISO ts...): merge in input order
             rows = sorted([*zip(index, users, items, actions, ts, weights, versions, eids,
                                 strict=True), *extra], key=itemgetter(0))
-            (out.index, out.user_ids, out.item_ids, out.actions, out.ts, out.weights,
-             out.schema_versions, out.event_ids) = map(list, zip(*rows, strict=True))
-        return out
+            return DecodedColumns.from_rows(rows, rejects)
+        return DecodedColumns(index, users, items, actions, ts, weights, versions, eids,
+                              rejects)
 
     def mark_duplicate(
         self, event: EngagementEvent, raw: bytes | None, *, topic: str, partition: int, offset: int
