@@ -62,6 +62,18 @@ class _Expiry:
         self.fifo: deque[tuple[float, str]] = deque(sorted(entries))
         self.late: list[tuple[float, str]] = []
 
+    def extend(self, entries: Iterable[tuple[float, str]]) -> None:
+        """Add ``(t0, event_id)`` entries in arrival order (the FIFO if in ``t0`` order).
+
+        :meth:`Deduplicator.check_many`'s event loop inlines the same rule.
+        """
+        fifo, late = self.fifo, self.late
+        for entry in entries:
+            if not fifo or entry[0] >= fifo[-1][0]:
+                fifo.append(entry)
+            else:
+                heapq.heappush(late, entry)
+
     def pop_below(self, horizon: float) -> list[tuple[float, str]]:
         """Remove and return every entry with ``t0 < horizon``."""
         out = []
@@ -279,7 +291,6 @@ class Deduplicator:
         window = self.window_s
         e_arr = np.array(event_ids, dtype=object)
         has_id = e_arr != None  # noqa: E711 - element-wise comparison
-        push = heapq.heappush
         for p in parts:
             if len(parts) == 1:
                 t_p, e_p, h_p = t_arr, e_arr, has_id
@@ -307,13 +318,7 @@ class Deduplicator:
             kept_t = rem_t[keep].tolist()
             kept_ids = rem_ids[keep].tolist()
             seen_of[p].update(zip(kept_ids, kept_t, strict=True))
-            exp = self._expiry[p]
-            fifo, late = exp.fifo, exp.late
-            for t, e in zip(kept_t, kept_ids, strict=True):
-                if not fifo or t >= fifo[-1][0]:
-                    fifo.append((t, e))
-                else:
-                    push(late, (t, e))
+            self._expiry[p].extend(zip(kept_t, kept_ids, strict=True))
         return True
 
     def _evict(self, partition: int, wm: float) -> None:

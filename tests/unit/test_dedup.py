@@ -205,6 +205,17 @@ def test_check_many_equals_check_per_event(rows, window, cut):
     assert heaps(many) == heaps(one)  # same evictions still to come
 
 
+def _flush_into(d: Deduplicator, store: dict[bytes, bytes]) -> None:
+    """Apply ``d.state_changes()`` to ``store`` and check it then holds the whole state."""
+    for key, value in d.state_changes().items():
+        if value is None:
+            assert key in store, "a delete of a key that was never written"
+            del store[key]
+        else:
+            store[key] = value
+    assert store == _full_records(d)
+
+
 def _full_records(d: Deduplicator) -> dict[bytes, bytes]:
     """Every record the state has, encoded from scratch (what the store must hold)."""
     out = {}
@@ -229,13 +240,7 @@ def test_state_changes_keep_a_store_equal_to_the_state(batches, window, reload_a
             d = Deduplicator(window_s=window)
             d.load_state_records(store.items())
         d.check_many([p for p, _, _ in rows], [t for _, t, _ in rows], [e for _, _, e in rows])
-        for key, value in d.state_changes().items():
-            if value is None:
-                assert key in store, "a delete of a key that was never written"
-                del store[key]
-            else:
-                store[key] = value
-        assert store == _full_records(d)
+        _flush_into(d, store)
 
 
 def test_an_id_that_comes_and_goes_between_two_flushes_writes_nothing():
@@ -283,13 +288,7 @@ def test_vectorised_batches_equal_the_event_by_event_loop(batches, window, reloa
         assert got == [i for i, v in enumerate(verdicts) if v]
         assert many.state_dict() == one.state_dict()
         for d, store in ((one, store_one), (many, store_many)):
-            for key, value in d.state_changes().items():
-                if value is None:
-                    assert key in store, "a delete of a key that was never written"
-                    del store[key]
-                else:
-                    store[key] = value
-            assert store == _full_records(d)
+            _flush_into(d, store)
         assert {p: h.entries() for p, h in many._expiry.items() if h} == \
             {p: h.entries() for p, h in one._expiry.items() if h}  # noqa: SLF001
     event(f"vectorised batches: {min(fast, 3)}")
