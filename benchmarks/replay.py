@@ -21,8 +21,9 @@ repeat, in turn:
   compiled-kernel load) is reported apart as ``setup_s``;
 * ``ratio`` = ``events_per_s / raw_consume_events_per_s`` of the same repeat.
 
-For context, ``kafka_python_raw_consume_events_per_s`` is the same bare loop once with
-kafka-python (the other client the backfill could use; measured slower, not used).
+For context, ``kafka_python_raw_consume_events_per_s`` is ``benchmarks/consume.py``'s
+bare kafka-python loop, once (the other client the backfill could use; measured
+slower, not used).
 
 An untimed raw pass runs first (``warm_up_raw_consume_events_per_s``): until the
 broker's JVM has compiled its fetch path, the first pass is 3-4x slower. Per type the
@@ -49,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from _kafka import start_broker, stop_broker  # noqa: E402
+from consume import kafka_python_rate  # noqa: E402 - the bare kafka-python loop
 
 from streamer.backfill import consumer_config, resolve_target, run_backfill  # noqa: E402
 from streamer.backfill_plan import parse_bound  # noqa: E402
@@ -83,31 +85,6 @@ def raw_consume_rate(bootstrap: str, topic: str, total: int, fetch: int) -> floa
                 m.timestamp()
                 nbytes += len(m.key() or b"") + len(m.value() or b"")
             n += len(msgs)
-        assert t0 is not None and nbytes > 0
-        return n / (time.perf_counter() - t0)
-    finally:
-        c.close()
-
-
-def kafka_python_rate(bootstrap: str, topic: str, total: int, fetch: int) -> float:
-    """Return events/s of the same bare loop with kafka-python (context, not the ratio)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        c.assign(tps)
-        c.seek_to_beginning(*tps)
-        n, nbytes, t0 = 0, 0, None
-        while n < total:
-            polled = c.poll(timeout_ms=1000, max_records=1 if t0 is None else fetch)
-            if polled and t0 is None:
-                t0 = time.perf_counter()
-            for records in polled.values():
-                for m in records:
-                    _ = (m.partition, m.offset, m.timestamp)
-                    nbytes += len(m.key or b"") + len(m.value or b"")
-                n += len(records)
         assert t0 is not None and nbytes > 0
         return n / (time.perf_counter() - t0)
     finally:
